@@ -1,0 +1,168 @@
+"""Building blocks shared by the UNet, the VAE and the text encoder.
+
+Every block names its sub-layers after the attributes of the matching PyTorch module in diffusers /
+transformers (``norm1``, ``conv1``, ``to_out.0`` ...). :func:`named_leaf_layers` walks those attributes,
+so the weight loader maps a checkpoint key such as ``down_blocks.0.resnets.1.conv1.weight`` onto a Keras
+variable without a hand-written table. NHWC everywhere.
+"""
+
+import contextlib
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+# Layer types that own weights. Everything else is a container walked by `named_leaf_layers`.
+LEAF_TYPES = (
+    keras.layers.Conv2D,
+    keras.layers.Dense,
+    keras.layers.GroupNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.Embedding,
+)
+
+_FAST_INIT = [False]
+
+
+@contextlib.contextmanager
+def fast_init():
+    """Create weights with zeros instead of random values (for weights that get loaded right after).
+
+    Random initialisation of 1.07 B parameters costs ~15-20 s on a 2-core CPU; zeros cost almost nothing.
+    """
+    previous = _FAST_INIT[0]
+    _FAST_INIT[0] = True
+    try:
+        yield
+    finally:
+        _FAST_INIT[0] = previous
+
+
+def _init(default):
+    return "zeros" if _FAST_INIT[0] else default
+
+
+def conv2d(filters, kernel_size, strides=1, padding="same", dtype=None, name=None):
+    return keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, padding=padding, dtype=dtype, name=name,
+        kernel_initializer=_init("glorot_uniform"),
+    )
+
+
+def dense(units, use_bias=True, dtype=None, name=None):
+    return keras.layers.Dense(
+        units, use_bias=use_bias, dtype=dtype, name=name, kernel_initializer=_init("glorot_uniform")
+    )
+
+
+def group_norm(groups, epsilon, dtype=None, name=None):
+    # Keras' default epsilon (1e-3) is wrong for SD: the UNet uses 1e-5, the VAE and the
+    # spatial transformers' input norm 1e-6.
+    return keras.layers.GroupNormalization(groups=groups, epsilon=epsilon, dtype=dtype, name=name)
+
+
+def layer_norm(epsilon, dtype=None, name=None):
+    return keras.layers.LayerNormalization(epsilon=epsilon, dtype=dtype, name=name)
+
+
+def named_leaf_layers(layer, prefix=""):
+    """Yield ``(dotted_name, leaf_layer)`` for every weight-owning layer under ``layer``.
+
+    Names follow public attribute names in assignment order; lists contribute their index,
+    exactly like ``torch.nn.Module.named_modules``.
+    """
+    if isinstance(layer, LEAF_TYPES):
+        yield prefix, layer
+        return
+    for attr, value in vars(layer).items():
+        if attr.startswith("_"):
+            continue
+        name = f"{prefix}.{attr}" if prefix else attr
+        if isinstance(value, keras.layers.Layer):
+            yield from named_leaf_layers(value, name)
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                if isinstance(item, keras.layers.Layer):
+                    yield from named_leaf_layers(item, f"{name}.{index}")
+
+
+def silu(x):
+    return x * ops.sigmoid(x)
+
+
+class ResnetBlock2D(keras.layers.Layer):
+    """Two 3x3 convs with GroupNorm + SiLU and an optional time embedding (Ho et al. 2020, App. B)."""
+
+    def __init__(self, out_channels, groups, epsilon, use_time_embedding=True, **kwargs):
+        super().__init__(**kwargs)
+        self.out_channels = out_channels
+        dtype = self.dtype_policy
+        # === Layers ===
+        self.norm1 = group_norm(groups, epsilon, dtype=dtype)
+        self.conv1 = conv2d(out_channels, 3, dtype=dtype)
+        self.time_emb_proj = dense(out_channels, dtype=dtype) if use_time_embedding else None
+        self.norm2 = group_norm(groups, epsilon, dtype=dtype)
+        self.conv2 = conv2d(out_channels, 3, dtype=dtype)
+        self.conv_shortcut = None
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.out_channels:
+            self.conv_shortcut = conv2d(self.out_channels, 1, dtype=self.dtype_policy)
+
+    def call(self, x, time_embedding=None):
+        h = self.conv1(silu(self.norm1(x)))  # (B, H, W, out)
+        if self.time_emb_proj is not None:
+            h = h + self.time_emb_proj(silu(time_embedding))[:, None, None, :]
+        h = self.conv2(silu(self.norm2(h)))
+        shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
+        return shortcut + h
+
+
+class Downsample2D(keras.layers.Layer):
+    """3x3 conv with stride 2. ``padding`` is (before, after) per spatial axis.
+
+    The UNet pads (1, 1); the VAE encoder pads (0, 1). Keras' 'same' with stride 2 pads (0, 1) on
+    even sizes, which is wrong for the UNet, so the padding is explicit.
+    """
+
+    def __init__(self, channels, padding=(1, 1), **kwargs):
+        super().__init__(**kwargs)
+        self.padding = tuple(padding)
+        self.conv = conv2d(channels, 3, strides=2, padding="valid", dtype=self.dtype_policy)
+
+    def call(self, x):
+        before, after = self.padding
+        x = ops.pad(x, [[0, 0], [before, after], [before, after], [0, 0]])
+        return self.conv(x)  # (B, H/2, W/2, C)
+
+
+class Upsample2D(keras.layers.Layer):
+    """Nearest-neighbour upsampling (x2, or to ``output_size``) then a 3x3 conv."""
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = conv2d(channels, 3, dtype=self.dtype_policy)
+
+    def call(self, x, output_size=None):
+        height, width = x.shape[1], x.shape[2]
+        if output_size is None or tuple(output_size) == (2 * height, 2 * width):
+            x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)  # (B, 2H, 2W, C)
+        else:
+            # Odd latent sizes: the skip is not exactly twice as large. Nearest resize to it, the
+            # way torch's F.interpolate(size=...) picks source pixels: floor(i * in / out).
+            rows = np.floor(np.arange(output_size[0]) * (height / output_size[0])).astype("int32")
+            cols = np.floor(np.arange(output_size[1]) * (width / output_size[1])).astype("int32")
+            x = ops.take(ops.take(x, rows, axis=1), cols, axis=2)  # (B, H_out, W_out, C)
+        return self.conv(x)
+
+
+def multi_head_attention(query, key, value, num_heads, is_causal=False):
+    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1) over (B, T, heads * head_dim) inputs."""
+    batch = ops.shape(query)[0]
+    head_dim = query.shape[-1] // num_heads
+    q = ops.reshape(query, (batch, -1, num_heads, head_dim))  # (B, Tq, N, D)
+    k = ops.reshape(key, (batch, -1, num_heads, head_dim))  # (B, Tk, N, D)
+    v = ops.reshape(value, (batch, -1, num_heads, head_dim))
+    out = ops.dot_product_attention(q, k, v, scale=1.0 / math.sqrt(head_dim), is_causal=is_causal)
+    return ops.reshape(out, (batch, -1, num_heads * head_dim))  # (B, Tq, N * D)

@@ -1,0 +1,197 @@
+"""The Stable Diffusion pipeline: encode the text, denoise a latent, decode it (Rombach et al. 2022).
+
+``text_to_image`` is ``encode_text`` then ``generate_image``, so an encoding can be reused (a latent walk
+interpolates two of them). One compiled denoising step runs the UNet once on the batch
+[unconditional, conditional] (classifier-free guidance, Ho & Salimans 2022) and applies the sampler
+update; its inputs are all tensors, so a new prompt, seed, guidance scale or step count reuses it.
+"""
+
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+from sdlib import validation
+from sdlib.backend import CompiledFunction, to_numpy
+from sdlib.schedulers import DDIMScheduler
+
+
+class StableDiffusion:
+    """Text-to-image with Stable Diffusion v1. Build it with ``from_preset`` or ``from_pretrained``."""
+
+    def __init__(self, text_encoder, unet, vae, tokenizer, scheduler, img_height, img_width,
+                 jit_compile=True, name="custom"):
+        self.text_encoder = text_encoder
+        self.unet = unet
+        self.vae = vae
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler if scheduler is not None else DDIMScheduler()
+        self.name = name
+        self.vae_scale_factor = vae.config.scale_factor
+        validation.check_image_size(img_height, img_width, self.vae_scale_factor)
+        self.img_height, self.img_width = int(img_height), int(img_width)
+        self.jit_compile = bool(jit_compile)
+        self.latent_shape = (self.img_height // self.vae_scale_factor,
+                             self.img_width // self.vae_scale_factor,
+                             unet.config.in_channels)
+        self._encode_fn = CompiledFunction(self._encode_graph, [text_encoder], self.jit_compile)
+        self._step_fn = CompiledFunction(self._step_graph, [unet], self.jit_compile)
+        self._decode_fn = CompiledFunction(self._decode_graph, [vae], self.jit_compile)
+
+    # === Constructors ===
+    @classmethod
+    def from_preset(cls, preset, img_height=None, img_width=None, jit_compile=True, load_weights=True):
+        """A named model (``"sd-v1-5"``, ``"tiny"``, ...); see ``sdlib.presets.PRESETS``."""
+        from sdlib import presets
+
+        return presets.build(cls, preset, img_height=img_height, img_width=img_width,
+                             jit_compile=jit_compile, load_weights=load_weights)
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id, img_height=512, img_width=512, jit_compile=True,
+                        variant=None, token=None, config_path=None):
+        """Load a diffusers folder, a single ``.safetensors`` file, or (with network) a hub repo id.
+
+        ``variant="fp16"`` picks ``*.fp16.safetensors`` files in a folder. A single file needs the
+        architecture: the SD v1 one is assumed unless ``config_path`` names a diffusers folder.
+        """
+        from sdlib import checkpoint
+
+        parts = checkpoint.load_components(path_or_repo_id, variant=variant, token=token,
+                                           config_path=config_path)
+        return cls(parts["text_encoder"], parts["unet"], parts["vae"], parts["tokenizer"],
+                   parts["scheduler"], img_height, img_width, jit_compile=jit_compile,
+                   name=str(path_or_repo_id))
+
+    # === Compiled pieces ===
+    def _encode_graph(self, token_ids):
+        return ops.cast(self.text_encoder(token_ids), "float32")  # (B, 77, D)
+
+    def _step_graph(self, latents, context, timestep, alpha_t, alpha_prev, guidance_scale):
+        """One guided denoising step. ``context`` is [unconditional; conditional], (2B, 77, D)."""
+        batch = ops.shape(latents)[0]
+        model_input = ops.concatenate([latents, latents], axis=0)  # (2B, h, w, C)
+        timesteps = ops.full((2 * batch,), timestep, dtype="int32")
+        compute_dtype = self.unet.compute_dtype
+        noise_pred = self.unet(ops.cast(model_input, compute_dtype), timesteps,
+                               ops.cast(context, compute_dtype))
+        noise_pred = ops.cast(noise_pred, "float32")  # scheduler math stays float32
+        uncond, cond = noise_pred[:batch], noise_pred[batch:]
+        # diffusers skips guidance when guidance_scale <= 1: the conditional prediction alone.
+        guided = ops.where(guidance_scale > 1.0, uncond + guidance_scale * (cond - uncond), cond)
+        return self.scheduler.step(guided, latents, alpha_t, alpha_prev)
+
+    def _decode_graph(self, latents):
+        config = self.vae.config
+        latents = latents / config.scaling_factor
+        if config.shift_factor is not None:
+            latents = latents + config.shift_factor
+        image = self.vae.decode(ops.cast(latents, self.vae.compute_dtype))
+        return ops.clip(ops.cast(image, "float32") / 2.0 + 0.5, 0.0, 1.0)  # (B, H, W, 3) in [0, 1]
+
+    # === Public API ===
+    def encode_text(self, prompt):
+        """Prompt(s) -> text encoding (B, 77, D), float32 numpy."""
+        prompts = validation.check_prompt(prompt)
+        token_ids = self.tokenizer(prompts)  # (B, 77)
+        return to_numpy(self._encode_fn(ops.convert_to_tensor(token_ids, dtype="int32")))
+
+    def text_to_image(self, prompt, negative_prompt=None, batch_size=1, num_steps=50,
+                      guidance_scale=7.5, seed=None, diffusion_noise=None, callback=None,
+                      verbose=True):
+        """Generate images for ``prompt``; returns uint8 numpy (B, H, W, 3).
+
+        A single prompt with ``batch_size=n`` gives n images; a list of n prompts gives one image
+        each. ``diffusion_noise`` (B, H/f, W/f, C) fixes the initial latent instead of ``seed``.
+        """
+        prompts = validation.check_prompt(prompt)
+        batch_size = validation.check_batch_size(batch_size, prompts)
+        if len(prompts) == 1:
+            prompts = prompts * batch_size  # encode B rows, like the negatives: one compiled shape
+        context = self.encode_text(prompts)
+        return self.generate_image(context, negative_prompt=negative_prompt, batch_size=batch_size,
+                                   num_steps=num_steps, guidance_scale=guidance_scale, seed=seed,
+                                   diffusion_noise=diffusion_noise, callback=callback,
+                                   verbose=verbose)
+
+    def generate_image(self, context, negative_prompt=None, batch_size=1, num_steps=50,
+                       guidance_scale=7.5, seed=None, diffusion_noise=None,
+                       unconditional_context=None, callback=None, verbose=True):
+        """Denoise from noise to an image, conditioned on a text encoding ``context`` (B, 77, D).
+
+        ``callback``, if given, is called after every step with a dict: ``step`` (0-based),
+        ``timestep``, ``latents`` (x_{t-1}) and ``denoised`` (the predicted x_0), numpy NHWC.
+        """
+        context = validation.check_context(context, self.text_encoder.config)
+        batch_size = validation.check_generate_batch(batch_size, context)
+        if context.shape[0] == 1 and batch_size > 1:
+            context = np.repeat(context, batch_size, axis=0)
+        num_steps = validation.check_num_steps(num_steps, self.scheduler.config.num_train_timesteps)
+        guidance_scale = validation.check_guidance_scale(guidance_scale)
+        seed = validation.check_seed(seed)
+        if unconditional_context is None:
+            negatives = validation.check_negative_prompt(negative_prompt, batch_size)
+            unconditional_context = self.encode_text(negatives)
+        else:
+            unconditional_context = validation.check_context(unconditional_context,
+                                                             self.text_encoder.config)
+        if unconditional_context.shape[0] == 1 and batch_size > 1:
+            unconditional_context = np.repeat(unconditional_context, batch_size, axis=0)
+        latents = self._initial_latents(batch_size, seed, diffusion_noise)
+
+        timesteps, alphas, alphas_prev = self.scheduler.step_alphas(num_steps)
+        both_contexts = ops.convert_to_tensor(
+            np.concatenate([unconditional_context, context], axis=0), dtype="float32"
+        )  # (2B, 77, D)
+        guidance = ops.convert_to_tensor(guidance_scale, dtype="float32")
+        latents = ops.convert_to_tensor(latents, dtype="float32")
+        progress = keras.utils.Progbar(num_steps) if verbose else None
+        start = time.perf_counter()
+        for index, timestep in enumerate(timesteps):
+            latents, denoised = self._step_fn(
+                latents, both_contexts, ops.convert_to_tensor(int(timestep), dtype="int32"),
+                ops.convert_to_tensor(alphas[index]), ops.convert_to_tensor(alphas_prev[index]),
+                guidance,
+            )
+            if callback is not None:
+                callback({"step": index, "timestep": int(timestep),
+                          "latents": to_numpy(latents), "denoised": to_numpy(denoised)})
+            if progress is not None:
+                progress.update(index + 1)
+        self.last_denoise_seconds = time.perf_counter() - start
+        return self.decode_latents(latents)
+
+    def decode_latents(self, latents):
+        """Latents (B, h, w, C) (scaled, as the sampler produces them) -> uint8 images (B, H, W, 3)."""
+        images = to_numpy(self._decode_fn(ops.convert_to_tensor(latents, dtype="float32")))
+        validation.check_finite_images(images)
+        return np.round(images * 255.0).astype(np.uint8)
+
+    def encode_image(self, images):
+        """uint8 images (B, H, W, 3) -> scaled latent means (B, H/f, W/f, C), as the sampler uses."""
+        x = ops.convert_to_tensor(np.asarray(images, dtype=np.float32) / 127.5 - 1.0)
+        mean, _ = self.vae.encode(ops.cast(x, self.vae.compute_dtype))
+        config = self.vae.config
+        mean = ops.cast(mean, "float32")
+        if config.shift_factor is not None:
+            mean = mean - config.shift_factor
+        return to_numpy(mean * config.scaling_factor)
+
+    def _initial_latents(self, batch_size, seed, diffusion_noise):
+        shape = (batch_size, *self.latent_shape)
+        if diffusion_noise is not None:
+            return validation.check_diffusion_noise(diffusion_noise, shape, self.vae_scale_factor)
+        rng = np.random.default_rng(seed)
+        # DDIM's initial noise sigma is 1: the latent is plain standard normal noise.
+        return rng.standard_normal(shape, dtype=np.float32)
+
+    @property
+    def trace_counts(self):
+        """How often each compiled piece was traced (compiled) so far."""
+        return {"encode": self._encode_fn.trace_count, "step": self._step_fn.trace_count,
+                "decode": self._decode_fn.trace_count}
+
+    def __repr__(self):
+        return (f"StableDiffusion({self.name!r}, {self.img_height}x{self.img_width}, "
+                f"jit_compile={self.jit_compile}, backend={keras.backend.backend()!r})")

@@ -1,0 +1,95 @@
+"""Named models, all in one place.
+
+- ``sd-v1-5``: the real Stable Diffusion v1.5 architecture (1.07 B parameters). Weights come from a
+  local folder or file named by ``$SDLIB_SD15_WEIGHTS``, else from the hub (network needed);
+  ``load_weights=False`` gives random weights for parameter counts and benchmarks.
+- ``tiny``: the same code paths at toy size with seeded random weights; seconds-fast, for tests and CI.
+"""
+
+import contextlib
+import os
+
+import numpy as np
+
+from sdlib import layers as L
+from sdlib.hub import SD15_REPO
+from sdlib.schedulers import DDIMScheduler, SchedulerConfig
+from sdlib.text_encoder import CLIPTextEncoder, TextEncoderConfig
+from sdlib.tokenizer import CLIPTokenizer
+from sdlib.unet import UNet, UNetConfig
+from sdlib.vae import AutoencoderKL, VAEConfig
+
+# SD v1.5's scheduler/scheduler_config.json, read as DDIMScheduler.from_config reads it.
+SD15_SCHEDULER = SchedulerConfig(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                 steps_offset=1, set_alpha_to_one=False, clip_sample=False)
+
+
+def sd15_configs():
+    return {"text_encoder": TextEncoderConfig(), "unet": UNetConfig(), "vae": VAEConfig(),
+            "scheduler": SD15_SCHEDULER}
+
+
+def tiny_configs():
+    return {
+        "text_encoder": TextEncoderConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                          num_attention_heads=2),
+        "unet": UNetConfig(block_out_channels=(32, 64),
+                           down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                           up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                           layers_per_block=1, num_attention_heads=(2, 2), cross_attention_dim=32,
+                           norm_num_groups=8),
+        # Four levels, so the VAE scale factor is 8 as in SD: a 64x64 image has an 8x8x4 latent.
+        "vae": VAEConfig(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4),
+        "scheduler": SD15_SCHEDULER,
+    }
+
+
+PRESETS = {
+    "sd-v1-5": {"configs": sd15_configs, "size": 512,
+                "description": "Stable Diffusion v1.5 (real weights from $SDLIB_SD15_WEIGHTS or the hub)"},
+    "tiny": {"configs": tiny_configs, "size": 64,
+             "description": "toy-sized random model for tests and CI (draws noise)"},
+}
+
+
+def randomize(model, seed):
+    """Seeded random weights, identical on every backend: N(0, 1/fan_in) kernels, norms near 1."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        name = variable.path.rsplit("/", 1)[-1]
+        if name == "gamma":
+            value = 1.0 + 0.1 * rng.standard_normal(shape)
+        elif name in ("beta", "bias"):
+            value = 0.02 * rng.standard_normal(shape)
+        else:
+            fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+            scale = 0.5 if name == "embeddings" else 1.0 / np.sqrt(max(fan_in, 1))
+            value = scale * rng.standard_normal(shape)
+        variable.assign(value.astype(variable.dtype))
+
+
+def build(cls, preset, img_height=None, img_width=None, jit_compile=True, load_weights=True):
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)} (or load a "
+                         "checkpoint with StableDiffusion.from_pretrained).")
+    spec = PRESETS[preset]
+    img_height = spec["size"] if img_height is None else img_height
+    img_width = spec["size"] if img_width is None else img_width
+    if preset == "sd-v1-5" and load_weights:
+        source = os.environ.get("SDLIB_SD15_WEIGHTS", SD15_REPO)
+        return cls.from_pretrained(source, img_height=img_height, img_width=img_width,
+                                   jit_compile=jit_compile)
+    configs = spec["configs"]()
+    seeded = preset == "tiny"
+    with L.fast_init() if seeded else contextlib.nullcontext():
+        text_encoder = CLIPTextEncoder(configs["text_encoder"]).build_weights()
+        unet = UNet(configs["unet"]).build_weights(configs["text_encoder"].max_position_embeddings)
+        vae = AutoencoderKL(configs["vae"]).build_weights()
+    if seeded:
+        for index, model in enumerate((text_encoder, unet, vae)):
+            randomize(model, seed=index)
+    tokenizer = CLIPTokenizer.from_default(max_length=configs["text_encoder"].max_position_embeddings)
+    return cls(text_encoder, unet, vae, tokenizer, DDIMScheduler(configs["scheduler"]),
+               img_height, img_width, jit_compile=jit_compile, name=preset)
+

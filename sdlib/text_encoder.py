@@ -1,0 +1,146 @@
+"""CLIP text encoder: a causal transformer over 77 BPE tokens (Radford et al. 2021, sec. 2.4).
+
+Stable Diffusion conditions the UNet on the last hidden state (after the final LayerNorm), shape
+(B, 77, hidden_size). Layer names follow transformers' ``CLIPTextModel`` (without ``text_model.``).
+"""
+
+import dataclasses
+
+import keras
+from keras import ops
+
+from sdlib import layers as L
+
+
+@dataclasses.dataclass(frozen=True)
+class TextEncoderConfig:
+    vocab_size: int = 49408
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    max_position_embeddings: int = 77
+    hidden_act: str = "quick_gelu"
+    layer_norm_eps: float = 1e-5
+
+    @classmethod
+    def from_diffusers(cls, config: dict) -> "TextEncoderConfig":
+        """Read a transformers ``CLIPTextConfig`` dict (``text_encoder/config.json``)."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        values = {key: value for key, value in config.items() if key in names}
+        if values.get("hidden_act", "quick_gelu") not in ACTIVATIONS:
+            raise ValueError(
+                f"text encoder hidden_act {values['hidden_act']!r} is not supported; "
+                f"sdlib implements {sorted(ACTIVATIONS)}."
+            )
+        return cls(**values)
+
+
+def quick_gelu(x):
+    return x * ops.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {
+    "quick_gelu": quick_gelu,
+    "gelu": lambda x: ops.gelu(x, approximate=False),
+    "gelu_new": lambda x: ops.gelu(x, approximate=True),
+}
+
+
+class CLIPEmbeddings(keras.layers.Layer):
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        dtype = self.dtype_policy
+        init = L._init("random_normal")
+        self.token_embedding = keras.layers.Embedding(
+            config.vocab_size, config.hidden_size, embeddings_initializer=init, dtype=dtype
+        )
+        self.position_embedding = keras.layers.Embedding(
+            config.max_position_embeddings, config.hidden_size, embeddings_initializer=init, dtype=dtype
+        )
+
+    def call(self, token_ids):
+        positions = ops.arange(ops.shape(token_ids)[1])
+        return self.token_embedding(token_ids) + self.position_embedding(positions)[None]  # (B, T, D)
+
+
+class CLIPAttention(keras.layers.Layer):
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        dtype = self.dtype_policy
+        self.num_heads = config.num_attention_heads
+        self.k_proj = L.dense(config.hidden_size, dtype=dtype)
+        self.v_proj = L.dense(config.hidden_size, dtype=dtype)
+        self.q_proj = L.dense(config.hidden_size, dtype=dtype)
+        self.out_proj = L.dense(config.hidden_size, dtype=dtype)
+
+    def call(self, x):
+        out = L.multi_head_attention(
+            self.q_proj(x), self.k_proj(x), self.v_proj(x), self.num_heads, is_causal=True
+        )
+        return self.out_proj(out)
+
+
+class CLIPMLP(keras.layers.Layer):
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = ACTIVATIONS[config.hidden_act]
+        self.fc1 = L.dense(config.intermediate_size, dtype=self.dtype_policy)
+        self.fc2 = L.dense(config.hidden_size, dtype=self.dtype_policy)
+
+    def call(self, x):
+        return self.fc2(self.activation(self.fc1(x)))
+
+
+class CLIPEncoderLayer(keras.layers.Layer):
+    """Pre-norm transformer layer: x + attn(ln1(x)), then x + mlp(ln2(x))."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        dtype = self.dtype_policy
+        self.self_attn = CLIPAttention(config, dtype=dtype)
+        self.layer_norm1 = L.layer_norm(config.layer_norm_eps, dtype=dtype)
+        self.mlp = CLIPMLP(config, dtype=dtype)
+        self.layer_norm2 = L.layer_norm(config.layer_norm_eps, dtype=dtype)
+
+    def call(self, x):
+        x = x + self.self_attn(self.layer_norm1(x))
+        return x + self.mlp(self.layer_norm2(x))
+
+
+class CLIPEncoder(keras.layers.Layer):
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.layers = [
+            CLIPEncoderLayer(config, dtype=self.dtype_policy) for _ in range(config.num_hidden_layers)
+        ]
+
+    def call(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class CLIPTextEncoder(keras.Model):
+    """Token ids (B, T) int -> last hidden state (B, T, hidden_size)."""
+
+    def __init__(self, config: TextEncoderConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        dtype = self.dtype_policy
+        # === Layers ===
+        self.embeddings = CLIPEmbeddings(config, dtype=dtype)
+        self.encoder = CLIPEncoder(config, dtype=dtype)
+        self.final_layer_norm = L.layer_norm(config.layer_norm_eps, dtype=dtype)
+
+    def call(self, token_ids):
+        x = self.embeddings(token_ids)  # (B, T, D)
+        x = self.encoder(x)
+        return self.final_layer_norm(x)  # (B, T, D)
+
+    def build_weights(self):
+        self(ops.zeros((1, self.config.max_position_embeddings), dtype="int32"))
+        return self
+
+    def get_config(self):
+        return {"config": dataclasses.asdict(self.config), "name": self.name}

@@ -1,0 +1,44 @@
+"""Shared test setup: no network, quiet TensorFlow, the fixtures folder."""
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+class NetworkBlocked(RuntimeError):
+    pass
+
+
+def _guarded_connect(original):
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and host in ("127.0.0.1", "::1", "localhost"):
+            return original(self, address)
+        if self.family == socket.AF_UNIX:
+            return original(self, address)
+        raise NetworkBlocked(f"a test tried to reach {address!r}: tests run offline")
+
+    return connect
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _block_network():
+    """Every test runs with outbound sockets blocked, so nothing can quietly depend on a download."""
+    original_connect = socket.socket.connect
+    original_connect_ex = socket.socket.connect_ex
+    socket.socket.connect = _guarded_connect(original_connect)
+    socket.socket.connect_ex = _guarded_connect(original_connect_ex)
+    yield
+    socket.socket.connect = original_connect
+    socket.socket.connect_ex = original_connect_ex
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir():
+    return FIXTURES

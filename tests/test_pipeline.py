@@ -1,0 +1,79 @@
+"""The pipeline on the tiny preset: shapes, determinism, batching, callbacks, compilation."""
+
+import numpy as np
+import pytest
+
+import sdlib
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return sdlib.StableDiffusion.from_preset("tiny", img_height=64, img_width=48)
+
+
+def test_text_to_image_returns_uint8_batch(pipe):
+    images = pipe.text_to_image("a prompt", batch_size=3, num_steps=3, seed=0, verbose=False)
+    assert images.shape == (3, 64, 48, 3)
+    assert images.dtype == np.uint8
+
+
+def test_same_seed_same_image_other_seed_other_image(pipe):
+    first = pipe.text_to_image("a red circle", num_steps=3, seed=7, verbose=False)
+    again = pipe.text_to_image("a red circle", num_steps=3, seed=7, verbose=False)
+    other = pipe.text_to_image("a red circle", num_steps=3, seed=8, verbose=False)
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first.astype(int) - other.astype(int)).mean() > 1.0
+
+
+def test_diffusion_noise_replaces_the_seed(pipe):
+    noise = np.random.default_rng(3).standard_normal((2, 8, 6, 4)).astype(np.float32)
+    a = pipe.text_to_image("x", batch_size=2, num_steps=2, seed=1, diffusion_noise=noise,
+                           verbose=False)
+    b = pipe.text_to_image("x", batch_size=2, num_steps=2, seed=2, diffusion_noise=noise,
+                           verbose=False)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_list_of_prompts_gives_one_image_each(pipe):
+    images = pipe.text_to_image(["one", "two"], num_steps=2, seed=0, verbose=False)
+    assert images.shape[0] == 2
+
+
+def test_text_to_image_is_encode_text_then_generate_image(pipe):
+    direct = pipe.text_to_image("a blue square", num_steps=3, seed=5, verbose=False)
+    context = pipe.encode_text("a blue square")
+    assert context.shape == (1, 77, 32)
+    reused = pipe.generate_image(context, num_steps=3, seed=5, verbose=False)
+    np.testing.assert_array_equal(direct, reused)
+
+
+def test_callback_sees_every_step(pipe):
+    seen = []
+    pipe.text_to_image("a", num_steps=4, seed=0, verbose=False, callback=seen.append)
+    assert [event["step"] for event in seen] == [0, 1, 2, 3]
+    assert [event["timestep"] for event in seen] == list(pipe.scheduler.timesteps(4))
+    assert seen[-1]["latents"].shape == (1, 8, 6, 4)
+    assert seen[-1]["denoised"].shape == (1, 8, 6, 4)
+
+
+def test_progress_bar_prints_per_step_and_can_be_turned_off(pipe, capsys):
+    pipe.text_to_image("a", num_steps=3, seed=0, verbose=True)
+    assert "3/3" in capsys.readouterr().out
+    pipe.text_to_image("a", num_steps=3, seed=0, verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_compiled_step_is_traced_once_across_prompt_seed_guidance_and_steps(pipe):
+    pipe.text_to_image("warm up", batch_size=2, num_steps=2, seed=0, verbose=False)
+    before = dict(pipe.trace_counts)
+    for prompt, seed, guidance, steps in [("a", 1, 7.5, 3), ("b c d", 2, 1.0, 5),
+                                          ("", 3, 12.0, 2), ("a long prompt " * 3, 4, 0.5, 4)]:
+        pipe.text_to_image(prompt, batch_size=2, num_steps=steps, seed=seed,
+                           guidance_scale=guidance, verbose=False)
+    assert pipe.trace_counts == before
+
+
+def test_guidance_scale_changes_the_image(pipe):
+    a = pipe.text_to_image("a", num_steps=3, seed=0, guidance_scale=7.5, verbose=False)
+    b = pipe.text_to_image("a", num_steps=3, seed=0, guidance_scale=1.0, verbose=False)
+    assert not np.array_equal(a, b)

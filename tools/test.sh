@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command of the README: install, lint, unit + parity tests on TensorFlow, the parity tests
+# again on JAX, then every notebook (CI-sized) and the book built from those executed copies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python -m pip install -q -r requirements.txt
+python -m pip install -q --no-deps -e .
+
+echo "== ruff"
+ruff check .
+
+echo "== pytest (TensorFlow backend)"
+KERAS_BACKEND=tensorflow python -m pytest -q -rs --durations=10
+
+echo "== parity tests (JAX backend)"
+KERAS_BACKEND=jax python -m pytest -q -rs tests/test_parity.py tests/test_schedulers.py
+
+if [ -d notebooks ] && ls notebooks/*.ipynb >/dev/null 2>&1; then
+  echo "== notebooks and book (CI-sized)"
+  bash tools/build_book.sh --ci
+fi
