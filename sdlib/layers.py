@@ -138,23 +138,24 @@ class Downsample2D(keras.layers.Layer):
 
 
 class Upsample2D(keras.layers.Layer):
-    """Nearest-neighbour upsampling (x2, or to ``output_size``) then a 3x3 conv."""
+    """Nearest-neighbour x2 then a 3x3 conv."""
 
     def __init__(self, channels, **kwargs):
         super().__init__(**kwargs)
         self.conv = conv2d(channels, 3, dtype=self.dtype_policy)
 
-    def call(self, x, output_size=None):
-        height, width = x.shape[1], x.shape[2]
-        if output_size is None or tuple(output_size) == (2 * height, 2 * width):
-            x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)  # (B, 2H, 2W, C)
-        else:
-            # Odd latent sizes: the skip is not exactly twice as large. Nearest resize to it, the
-            # way torch's F.interpolate(size=...) picks source pixels: floor(i * in / out).
-            rows = np.floor(np.arange(output_size[0]) * (height / output_size[0])).astype("int32")
-            cols = np.floor(np.arange(output_size[1]) * (width / output_size[1])).astype("int32")
-            x = ops.take(ops.take(x, rows, axis=1), cols, axis=2)  # (B, H_out, W_out, C)
+    def call(self, x):
+        x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)  # (B, 2H, 2W, C)
         return self.conv(x)
+
+
+def nearest_resize(x, size):
+    """Nearest-neighbour resize of (B, H, W, C) to ``size``, picking source pixels the way torch's
+    ``F.interpolate(size=...)`` does: floor(i * in / out)."""
+    height, width = x.shape[1], x.shape[2]
+    rows = np.floor(np.arange(size[0]) * (height / size[0])).astype("int32")
+    cols = np.floor(np.arange(size[1]) * (width / size[1])).astype("int32")
+    return ops.take(ops.take(x, rows, axis=1), cols, axis=2)  # (B, size[0], size[1], C)
 
 
 def multi_head_attention(query, key, value, num_heads, is_causal=False):

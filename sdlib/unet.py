@@ -268,14 +268,20 @@ class UpBlock(UNetLevel):
             L.Upsample2D(channels, dtype=self.dtype_policy)
         ] if add_upsample else []
 
-    def call(self, x, skips, time_embedding, context, output_size=None):
+    def call(self, x, skips, time_embedding, context, next_skip=None):
+        """``next_skip``: the skip the level above will take first; the upsampler matches its size."""
         for index, resnet in enumerate(self.resnets):
             x = ops.concatenate([x, skips.pop()], axis=-1)  # (B, H, W, C + C_skip)
             x = resnet(x, time_embedding)
             if self.attentions:
                 x = self.attentions[index](x, context)
         for upsampler in self.upsamplers:
-            x = upsampler(x, output_size=output_size)  # Upsample 2x (to the next skip's size)
+            output_size = None if next_skip is None else tuple(next_skip.shape[1:3])
+            if output_size is None or output_size == (2 * x.shape[1], 2 * x.shape[2]):
+                x = upsampler(x)  # Upsample 2x
+            else:
+                # Odd latent sizes: the next skip is not exactly twice as large; match it.
+                x = upsampler.conv(L.nearest_resize(x, output_size))
         return x
 
 
@@ -343,8 +349,7 @@ class UNet(keras.Model):
         for block in self.up_blocks:
             count = len(block.resnets)
             block_skips, skips = skips[-count:], skips[:-count]
-            output_size = tuple(skips[-1].shape[1:3]) if skips else None
-            x = block(x, block_skips, t_emb, context, output_size=output_size)
+            x = block(x, block_skips, t_emb, context, next_skip=skips[-1] if skips else None)
         x = L.silu(self.conv_norm_out(x))
         return self.conv_out(x)  # (B, h, w, C_out)
 

@@ -1,0 +1,358 @@
+"""CLIP's byte-level BPE tokenizer: a prompt becomes the 77 token ids that SD v1's text encoder reads.
+
+CLIP (Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision",
+Sec. 2.4) reads "a lower-cased byte pair encoding (BPE) representation of the text with a 49,152
+vocab size", bracketed with [SOS] and [EOS]. BPE is Sennrich et al. 2016; running it on UTF-8 bytes
+is GPT-2's trick (Radford et al. 2019, Sec. 2.2). Stable Diffusion v1 conditions on the 77 hidden
+states of this sequence (Rombach et al. 2022, Sec. 3.3), so the ids must match the ones the text
+encoder was trained with.
+
+Ported from OpenAI's `clip/simple_tokenizer.py` (MIT) and checked id for id against HuggingFace
+transformers' `CLIPTokenizer` (the tokenizer diffusers uses; see tests/fixtures/tokenizer_golden.json
+and tools/make_tokenizer_fixture.py). Where the two differ, we follow transformers:
+
+1. special tokens that the user types (`<|endoftext|>`, and `!` when it is SD 2's pad token) are cut
+   out of the text first and map straight to their id;
+2. normalise: NFC, every whitespace run -> one space, lowercase character by character (so a final
+   Greek capital sigma becomes "σ", not Python's context-aware "ς"), no ftfy;
+3. pre-tokenise with CLIP's pattern (case-sensitive: OpenAI's `re.IGNORECASE` is dropped), then again
+   with GPT-2's pattern, so a typed "<|ENDOFTEXT|>" becomes the words "<|", "endoftext", "|>";
+4. byte-level: each UTF-8 byte becomes one printable character (`bytes_to_unicode`);
+5. BPE inside each word, whose last symbol carries the end-of-word mark "</w>";
+6. [BOS] + ids + [EOS], truncated to `max_length`, padded with the pad token.
+
+Every character up to Unicode 15.1 was checked against transformers one by one. Characters added
+in Unicode 16.0 (2024) or later may split differently: transformers' regex engine (Oniguruma, in
+tokenizers 0.23) knows Unicode 15.1, while the `regex` package here knows a newer version.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import unicodedata
+import warnings
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import regex
+
+END_OF_WORD = "</w>"
+DEFAULT_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+NUM_MERGES = 49152 - 256 - 2  # 48,894: CLIP's vocab minus the 256 byte symbols and the 2 specials
+DEFAULT_SPECIAL_TOKENS = {
+    "bos_token": "<|startoftext|>",
+    "eos_token": "<|endoftext|>",
+    "unk_token": "<|endoftext|>",
+    "pad_token": "<|endoftext|>",
+}
+
+CLIP_PATTERN = regex.compile(
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+)
+# transformers' ByteLevel pre-tokenizer splits every CLIP piece again with GPT-2's pattern.
+GPT2_PATTERN = regex.compile(
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+)
+WHITESPACE_RUN = regex.compile(r"\s+")
+
+
+@functools.lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """Map each byte 0..255 to a printable character, so BPE never sees whitespace or control bytes.
+
+    Printable Latin-1 bytes map to themselves; the other 68 go to chr(256), chr(257), ...
+    (GPT-2's `encoder.py`, copied into CLIP's `simple_tokenizer.py`).
+    """
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    shifted = [byte for byte in range(256) if byte not in printable]
+    table = {byte: chr(byte) for byte in printable}
+    table.update({byte: chr(256 + offset) for offset, byte in enumerate(shifted)})
+    return table  # insertion order (printable bytes first) is the order of the first 256 vocab ids
+
+
+def normalize(text: str) -> str:
+    """NFC, whitespace runs -> " ", per-character lowercase: transformers' CLIP normaliser."""
+    text = WHITESPACE_RUN.sub(" ", unicodedata.normalize("NFC", text))
+    return "".join(character.lower() for character in text)
+
+
+@functools.lru_cache(maxsize=1)
+def load_default_bpe() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
+    """Vocab and merges from OpenAI's `bpe_simple_vocab_16e6.txt.gz`, built as `simple_tokenizer.py` does.
+
+    Identical to HuggingFace's `vocab.json` (49,408 entries) and `merges.txt` for openai/clip-vit-*.
+    """
+    packed = (resources.files("sdlib") / "assets" / DEFAULT_VOCAB_FILE).read_bytes()
+    lines = gzip.decompress(packed).decode("utf-8").split("\n")
+    merges = tuple(tuple(line.split()) for line in lines[1 : NUM_MERGES + 1])  # line 0 is a header
+    byte_symbols = list(bytes_to_unicode().values())
+    tokens = byte_symbols + [symbol + END_OF_WORD for symbol in byte_symbols]
+    tokens += ["".join(merge) for merge in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    return {token: token_id for token_id, token in enumerate(tokens)}, merges
+
+
+class CLIPTokenizer:
+    """Prompts -> (N, max_length) int32 token ids, exactly like transformers' CLIPTokenizer.
+
+    `normalized_tokens` names the special tokens matched after normalisation (so "<|StartOfText|>"
+    matches too) rather than on the raw text; `from_folder` reads it from the folder's config.
+    """
+
+    def __init__(
+        self,
+        vocab: dict[str, int],
+        merges: Sequence[tuple[str, str]],
+        max_length: int = 77,
+        bos_token: str = "<|startoftext|>",
+        eos_token: str = "<|endoftext|>",
+        pad_token: str = "<|endoftext|>",
+        unk_token: str = "<|endoftext|>",
+        normalized_tokens: Iterable[str] = (),
+    ):
+        if max_length < 2:
+            raise ValueError(
+                f"max_length must be at least 2 (room for BOS and EOS), got {max_length}."
+            )
+        special_tokens = {
+            "bos_token": bos_token,
+            "eos_token": eos_token,
+            "pad_token": pad_token,
+            "unk_token": unk_token,
+        }
+        for name, token in special_tokens.items():
+            if token not in vocab:
+                raise ValueError(
+                    f"{name} {token!r} is not in the vocab; pick a token the vocab has."
+                )
+        self.vocab = vocab
+        self.merge_ranks = {tuple(merge): rank for rank, merge in enumerate(merges)}
+        self.max_length = max_length
+        self.bos_id, self.eos_id = vocab[bos_token], vocab[eos_token]
+        self.pad_id, self.unk_id = vocab[pad_token], vocab[unk_token]
+        self.special_ids = {vocab[token] for token in special_tokens.values()}
+        self._id_to_token = {token_id: token for token, token_id in vocab.items()}
+        self._byte_to_char = bytes_to_unicode()
+        self._char_to_byte = {char: byte for byte, char in self._byte_to_char.items()}
+        self._word_cache: dict[str, tuple[str, ...]] = {}
+
+        # === Special tokens typed in the prompt ===
+        normalized_tokens = set(normalized_tokens)
+        raw = {
+            token: vocab[token]
+            for token in special_tokens.values()
+            if token not in normalized_tokens
+        }
+        normalized = {
+            normalize(token): vocab[token]
+            for token in special_tokens.values()
+            if token in normalized_tokens
+        }
+        self._raw_specials, self._raw_special_pattern = raw, _alternation(raw)
+        self._normalized_specials = normalized
+        self._normalized_special_pattern = _alternation(normalized)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @classmethod
+    def from_default(cls, max_length: int = 77) -> CLIPTokenizer:
+        """The tokenizer of SD v1 (openai/clip-vit-large-patch14), from the shipped OpenAI vocab."""
+        vocab, merges = load_default_bpe()
+        return cls(vocab, merges, max_length=max_length)
+
+    @classmethod
+    def from_folder(cls, path: str | Path) -> CLIPTokenizer:
+        """A diffusers/transformers `tokenizer/` folder: vocab.json, merges.txt and optional configs."""
+        folder = Path(path)
+        for name in ("vocab.json", "merges.txt"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(
+                    f"{folder} has no {name}; a CLIP tokenizer folder needs vocab.json and merges.txt "
+                    "(in a diffusers model: <model>/tokenizer/)."
+                )
+        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+        merges = _read_merges(folder / "merges.txt")
+        return cls(vocab, merges, **_read_special_token_config(folder))
+
+    def __call__(self, prompts: str | Sequence[str]) -> np.ndarray:
+        """One row per prompt: [BOS] + ids + [EOS] + padding, shape (N, max_length), int32."""
+        prompts = _check_prompts(prompts)
+        shape = (len(prompts), self.max_length)  # (N, 77)
+        rows = np.full(shape, self.pad_id, dtype=np.int32)
+        room = self.max_length - 2
+        for index, prompt in enumerate(prompts):
+            ids = self.encode(prompt)
+            if len(ids) > room:
+                warnings.warn(
+                    f"Prompt {index} has {len(ids)} tokens but only {room} fit between BOS and EOS "
+                    f"(max_length={self.max_length}); the last {len(ids) - room} tokens were "
+                    f"dropped: {self.decode(ids[room:])!r}",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            row = [self.bos_id, *ids[:room], self.eos_id]
+            rows[index, : len(row)] = row
+        return rows
+
+    def encode(self, text: str) -> list[int]:
+        """BPE ids of one prompt, without BOS, EOS or padding."""
+        ids = []
+        for raw_piece, raw_special in _split_on(
+            text, self._raw_special_pattern, self._raw_specials
+        ):
+            if raw_special is not None:
+                ids.append(raw_special)
+                continue
+            pieces = _split_on(
+                normalize(raw_piece), self._normalized_special_pattern, self._normalized_specials
+            )
+            for piece, special in pieces:
+                ids.extend([special] if special is not None else self._encode_normalized(piece))
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Token ids -> text, dropping special tokens; "</w>" becomes a space. Lossy: case is gone."""
+        tokens = [
+            self._id_to_token[int(token_id)]
+            for token_id in ids
+            if int(token_id) not in self.special_ids
+        ]
+        text = bytes(self._char_to_byte[char] for char in "".join(tokens)).decode(
+            "utf-8", errors="replace"
+        )
+        return text.replace(END_OF_WORD, " ").strip()
+
+    def _encode_normalized(self, text: str) -> list[int]:
+        ids = []
+        for clip_piece in CLIP_PATTERN.findall(text):
+            for word in GPT2_PATTERN.findall(clip_piece):
+                symbols = "".join(self._byte_to_char[byte] for byte in word.encode("utf-8"))
+                ids.extend(self.vocab.get(token, self.unk_id) for token in self._bpe(symbols))
+        return ids
+
+    def _bpe(self, word: str) -> tuple[str, ...]:
+        """Merge the lowest-ranked adjacent pair, everywhere it occurs, until no pair is in the merges."""
+        if word in self._word_cache:
+            return self._word_cache[word]
+        symbols = [*word[:-1], word[-1] + END_OF_WORD]
+        while len(symbols) > 1:
+            pairs = set(zip(symbols[:-1], symbols[1:], strict=True))
+            best = min(pairs, key=lambda pair: self.merge_ranks.get(pair, float("inf")))
+            if best not in self.merge_ranks:
+                break
+            merged, position = [], 0
+            while position < len(symbols):
+                if tuple(symbols[position : position + 2]) == best:
+                    merged.append(symbols[position] + symbols[position + 1])
+                    position += 2
+                else:
+                    merged.append(symbols[position])
+                    position += 1
+            symbols = merged
+        self._word_cache[word] = tuple(symbols)
+        return self._word_cache[word]
+
+    def __repr__(self) -> str:
+        return (
+            f"CLIPTokenizer(vocab_size={self.vocab_size}, max_length={self.max_length}, "
+            f"bos_id={self.bos_id}, eos_id={self.eos_id}, pad_id={self.pad_id})"
+        )
+
+
+def _alternation(tokens: dict[str, int]) -> regex.Pattern | None:
+    """Longest first, so at each position the longest special token wins (as in `tokenizers`)."""
+    if not tokens:
+        return None
+    return regex.compile(
+        "(" + "|".join(regex.escape(token) for token in sorted(tokens, key=len, reverse=True)) + ")"
+    )
+
+
+def _split_on(
+    text: str, pattern: regex.Pattern | None, token_ids: dict[str, int]
+) -> list[tuple[str, int | None]]:
+    """[(piece, None) for plain text, (token, id) for a special token], in order."""
+    if pattern is None:
+        return [(text, None)]
+    parts = pattern.split(text)  # plain, special, plain, special, ..., plain
+    return [
+        (part, token_ids[part] if index % 2 else None) for index, part in enumerate(parts) if part
+    ]
+
+
+def _check_prompts(prompts) -> list[str]:
+    if isinstance(prompts, str):
+        return [prompts]
+    if not isinstance(prompts, (list, tuple)):
+        raise TypeError(
+            f"prompts must be a str or a list/tuple of str, got {type(prompts).__name__}."
+        )
+    if not prompts:
+        raise ValueError(
+            'prompts is an empty list; pass at least one prompt ("" is the unconditional one).'
+        )
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise TypeError(
+                f"prompts[{index}] is {type(prompt).__name__}; every prompt must be a str."
+            )
+    return list(prompts)
+
+
+def _read_merges(path: Path) -> list[tuple[str, str]]:
+    merges = []
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or (line_number == 1 and line.startswith("#version")):
+            continue
+        pair = line.split()
+        if len(pair) != 2:
+            raise ValueError(
+                f"{path}:{line_number}: a merge is two symbols separated by a space, got {line!r}."
+            )
+        merges.append((pair[0], pair[1]))
+    return merges
+
+
+def _read_special_token_config(folder: Path) -> dict:
+    """Special tokens, their `normalized` flags and model_max_length, read as transformers 5 reads them.
+
+    tokenizer_config.json comes first; special_tokens_map.json overrides it, but only in folders
+    saved before `added_tokens_decoder` existed (transformers < 4.34), where SD 2 sets pad "!".
+    A token is a str or a dict with "content"; when two names share one token (eos, unk and pad are
+    all "<|endoftext|>") the last one transformers registers sets its `normalized` flag.
+    """
+    config = _read_json(folder / "tokenizer_config.json")
+    decoder = config.get("added_tokens_decoder")
+    if decoder is None:
+        config.update(_read_json(folder / "special_tokens_map.json"))
+        decoder = {}
+    decoder_flags = {entry["content"]: entry.get("normalized", False) for entry in decoder.values()}
+    kwargs, flags = {"max_length": int(config.get("model_max_length", 77))}, {}
+    for name, default in DEFAULT_SPECIAL_TOKENS.items():  # in transformers' registration order
+        value = config.get(name) or default
+        content = value["content"] if isinstance(value, dict) else str(value)
+        flags[content] = decoder_flags.get(
+            content, isinstance(value, dict) and value.get("normalized", False)
+        )
+        kwargs[name] = content
+    extra = sorted(set(decoder_flags) - set(flags))
+    if extra:
+        raise ValueError(
+            f"{folder} adds tokens beyond bos/eos/unk/pad ({extra}, e.g. textual inversion); "
+            "this tokenizer only supports the four special tokens."
+        )
+    kwargs["normalized_tokens"] = [content for content, normalized in flags.items() if normalized]
+    return kwargs
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
