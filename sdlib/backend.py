@@ -32,7 +32,7 @@ class CompiledFunction:
             variables = [variable for model in models for variable in model.variables]
 
             def stateless(values, *args):
-                with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
                     return traced(*args)
 
             compiled = jax.jit(stateless)

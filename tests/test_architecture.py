@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow  # builds the 1.07 B-parameter model (~40 s on 2 cores)
-
 from sdlib import checkpoint, presets, single_file
 from sdlib.weights import keras_weight_map, to_keras_layout
+
+pytestmark = pytest.mark.slow  # builds the 1.07 B-parameter model (~40 s on 2 cores)
 
 PREFIXES = {"unet": single_file.UNET_PREFIX, "vae": single_file.VAE_PREFIX,
             "text_encoder": single_file.TEXT_PREFIX}
