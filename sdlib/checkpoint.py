@@ -1,5 +1,6 @@
 """Reading a whole Stable Diffusion checkpoint: a diffusers folder, a single file, or a hub repo id."""
 
+import contextlib
 import json
 import os
 
@@ -19,12 +20,12 @@ SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipelin
                        "StableDiffusionInpaintPipeline")
 
 
-def load_components(path_or_repo_id, variant=None, token=None, config_path=None):
+def load_components(path_or_repo_id, variant=None, token=None, config_path=None, dtype=None):
     """-> dict with ``text_encoder``, ``unet``, ``vae`` (weights loaded), ``tokenizer``, ``scheduler``."""
     path = hub.resolve(path_or_repo_id, variant=variant, token=token)
     if os.path.isdir(path):
-        return load_folder(path, variant=variant)
-    return load_single_file(path, config_path=config_path)
+        return load_folder(path, variant=variant, dtype=dtype)
+    return load_single_file(path, config_path=config_path, dtype=dtype)
 
 
 def _read_json(path, what):
@@ -100,14 +101,22 @@ def read_configs(folder):
     }
 
 
-def build_models(configs, dtype=None):
-    """Models with zero weights, ready for ``load_state_dict``."""
-    with L.fast_init():
+def vae_dtype(dtype):
+    """The VAE overflows in float16 (activations pass 65504 at 512x512): it stays float32 then."""
+    return "float32" if dtype in ("float16", "mixed_float16") else dtype
+
+
+def build_models(configs, dtype=None, fast=True):
+    """Models with zero weights (``fast``) ready for ``load_state_dict``, else random ones.
+
+    ``dtype``: a Keras dtype policy name ("float32", "mixed_bfloat16", "mixed_float16", ...).
+    """
+    with L.fast_init() if fast else contextlib.nullcontext():
         return {
             "text_encoder": CLIPTextEncoder(configs["text_encoder"], dtype=dtype).build_weights(),
             "unet": UNet(configs["unet"], dtype=dtype).build_weights(
                 configs["text_encoder"].max_position_embeddings),
-            "vae": AutoencoderKL(configs["vae"], dtype=dtype).build_weights(),
+            "vae": AutoencoderKL(configs["vae"], dtype=vae_dtype(dtype)).build_weights(),
         }
 
 
@@ -177,4 +186,55 @@ def load_single_file(path, config_path=None, dtype=None):
         load_state_dict(models[component], state_part, component, source=path)
     tokenizer = (_tokenizer(folder, configs["text_encoder"]) if folder else
                  CLIPTokenizer.from_default(configs["text_encoder"].max_position_embeddings))
+    return {**models, "tokenizer": tokenizer, "scheduler": DDIMScheduler(configs["scheduler"])}
+
+
+# === sdlib's own single-file format ===
+# One safetensors file: "<component>.<diffusers name>" keys in PyTorch layout (so the strict loader
+# above reads them), configs as JSON in the header's metadata. Used for the shipped mini-shapes model.
+
+def save_sdlib_file(models, configs, path, dtype="float16"):
+    """Write text encoder, UNet and VAE weights plus their configs to one safetensors file."""
+    import dataclasses
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from sdlib.weights import keras_weight_map, to_torch_layout
+
+    tensors = {}
+    for component in COMPONENTS:
+        for name, (variable, layout) in keras_weight_map(models[component]).items():
+            array = to_torch_layout(np.asarray(variable.numpy(), dtype=np.float32), layout)
+            tensors[f"{component}.{name}"] = np.ascontiguousarray(array.astype(dtype))
+    metadata = {"format": "sdlib/1",
+                "configs": json.dumps({key: dataclasses.asdict(value) for key, value in configs.items()})}
+    save_file(tensors, path, metadata=metadata)
+
+
+def read_sdlib_configs(path):
+    from safetensors import safe_open
+
+    with safe_open(path, framework="np") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != "sdlib/1":
+        raise CheckpointError(f"{path} is not an sdlib model file (no 'sdlib/1' format metadata).")
+    raw = json.loads(metadata["configs"])
+    return {
+        "text_encoder": TextEncoderConfig(**raw["text_encoder"]),
+        "unet": UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["unet"].items()}),
+        "vae": VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["vae"].items()}),
+        "scheduler": SchedulerConfig(**raw["scheduler"]),
+    }
+
+
+def load_sdlib_file(path, dtype=None):
+    configs = read_sdlib_configs(path)
+    state = read_safetensors(path)
+    models = build_models(configs, dtype=dtype)
+    for component in COMPONENTS:
+        prefix = component + "."
+        part = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+        load_state_dict(models[component], part, component, source=path)
+    tokenizer = CLIPTokenizer.from_default(configs["text_encoder"].max_position_embeddings)
     return {**models, "tokenizer": tokenizer, "scheduler": DDIMScheduler(configs["scheduler"])}

@@ -249,6 +249,23 @@ def adherence(judge: ShapesJudge, images: np.ndarray, prompts: list[str]) -> dic
     return scores
 
 
+def measure_adherence(pipe, prompts, judge=None, batch_size=20, seed=0, **generate_kwargs):
+    """Generate one image per prompt with ``pipe`` and score them; returns ``(scores, images)``.
+
+    Batches get seeds ``seed, seed + 1, ...``, so two settings compared on the same prompts and seed
+    start from the same noise. ``generate_kwargs`` go to ``text_to_image`` (num_steps, guidance...).
+    """
+    judge = judge or ShapesJudge.from_pretrained()
+    generate_kwargs.setdefault("verbose", False)
+    images = [
+        pipe.text_to_image(list(prompts[start : start + batch_size]), seed=seed + index,
+                           **generate_kwargs)
+        for index, start in enumerate(range(0, len(prompts), batch_size))
+    ]
+    images = np.concatenate(images)
+    return adherence(judge, images, list(prompts)), images
+
+
 # === Training ===
 
 

@@ -41,16 +41,20 @@ class StableDiffusion:
 
     # === Constructors ===
     @classmethod
-    def from_preset(cls, preset, img_height=None, img_width=None, jit_compile=True, load_weights=True):
-        """A named model (``"sd-v1-5"``, ``"tiny"``, ...); see ``sdlib.presets.PRESETS``."""
+    def from_preset(cls, preset, img_height=None, img_width=None, jit_compile=True, load_weights=True,
+                    dtype=None):
+        """A named model (``"sd-v1-5"``, ``"mini-shapes"``, ``"tiny"``); see ``sdlib.presets``.
+
+        ``dtype`` is a Keras dtype policy: None/"float32", "mixed_bfloat16", "mixed_float16".
+        """
         from sdlib import presets
 
         return presets.build(cls, preset, img_height=img_height, img_width=img_width,
-                             jit_compile=jit_compile, load_weights=load_weights)
+                             jit_compile=jit_compile, load_weights=load_weights, dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, img_height=512, img_width=512, jit_compile=True,
-                        variant=None, token=None, config_path=None):
+                        variant=None, token=None, config_path=None, dtype=None):
         """Load a diffusers folder, a single ``.safetensors`` file, or (with network) a hub repo id.
 
         ``variant="fp16"`` picks ``*.fp16.safetensors`` files in a folder. A single file needs the
@@ -59,7 +63,7 @@ class StableDiffusion:
         from sdlib import checkpoint
 
         parts = checkpoint.load_components(path_or_repo_id, variant=variant, token=token,
-                                           config_path=config_path)
+                                           config_path=config_path, dtype=dtype)
         return cls(parts["text_encoder"], parts["unet"], parts["vae"], parts["tokenizer"],
                    parts["scheduler"], img_height, img_width, jit_compile=jit_compile,
                    name=str(path_or_repo_id))
@@ -194,4 +198,5 @@ class StableDiffusion:
 
     def __repr__(self):
         return (f"StableDiffusion({self.name!r}, {self.img_height}x{self.img_width}, "
-                f"jit_compile={self.jit_compile}, backend={keras.backend.backend()!r})")
+                f"jit_compile={self.jit_compile}, dtype={self.unet.dtype_policy.name!r}, "
+                f"backend={keras.backend.backend()!r})")

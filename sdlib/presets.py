@@ -6,18 +6,17 @@
 - ``tiny``: the same code paths at toy size with seeded random weights; seconds-fast, for tests and CI.
 """
 
-import contextlib
 import os
+from pathlib import Path
 
 import numpy as np
 
-from sdlib import layers as L
 from sdlib.hub import SD15_REPO
 from sdlib.schedulers import DDIMScheduler, SchedulerConfig
-from sdlib.text_encoder import CLIPTextEncoder, TextEncoderConfig
+from sdlib.text_encoder import TextEncoderConfig
 from sdlib.tokenizer import CLIPTokenizer
-from sdlib.unet import UNet, UNetConfig
-from sdlib.vae import AutoencoderKL, VAEConfig
+from sdlib.unet import UNetConfig
+from sdlib.vae import VAEConfig
 
 # SD v1.5's scheduler/scheduler_config.json, read as DDIMScheduler.from_config reads it.
 SD15_SCHEDULER = SchedulerConfig(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -44,9 +43,30 @@ def tiny_configs():
     }
 
 
+def mini_shapes_configs():
+    """Stable Diffusion in miniature: 64x64 images, factor-8 VAE (8x8x4 latents, exactly like
+    512 -> 64), the real CLIP tokenizer, a 3-layer 32-wide CLIP text encoder, a 2-level UNet with
+    self- and cross-attention at both levels. Trained by ``tools/train_mini_model.py``."""
+    return {
+        "text_encoder": TextEncoderConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=3,
+                                          num_attention_heads=4),
+        "unet": UNetConfig(block_out_channels=(64, 96),
+                           down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                           up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+                           layers_per_block=2, num_attention_heads=(4, 4), cross_attention_dim=32,
+                           norm_num_groups=16),
+        "vae": VAEConfig(block_out_channels=(16, 32, 64, 64), layers_per_block=1, norm_num_groups=8),
+        "scheduler": SD15_SCHEDULER,
+    }
+
+
+MINI_SHAPES_WEIGHTS = Path(__file__).parent / "assets" / "mini_shapes.safetensors"
+
 PRESETS = {
     "sd-v1-5": {"configs": sd15_configs, "size": 512,
                 "description": "Stable Diffusion v1.5 (real weights from $SDLIB_SD15_WEIGHTS or the hub)"},
+    "mini-shapes": {"configs": mini_shapes_configs, "size": 64,
+                    "description": "SD in miniature, trained on procedural shapes (shipped weights)"},
     "tiny": {"configs": tiny_configs, "size": 64,
              "description": "toy-sized random model for tests and CI (draws noise)"},
 }
@@ -69,7 +89,8 @@ def randomize(model, seed):
         variable.assign(value.astype(variable.dtype))
 
 
-def build(cls, preset, img_height=None, img_width=None, jit_compile=True, load_weights=True):
+def build(cls, preset, img_height=None, img_width=None, jit_compile=True, load_weights=True,
+          dtype=None):
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)} (or load a "
                          "checkpoint with StableDiffusion.from_pretrained).")
@@ -79,13 +100,22 @@ def build(cls, preset, img_height=None, img_width=None, jit_compile=True, load_w
     if preset == "sd-v1-5" and load_weights:
         source = os.environ.get("SDLIB_SD15_WEIGHTS", SD15_REPO)
         return cls.from_pretrained(source, img_height=img_height, img_width=img_width,
-                                   jit_compile=jit_compile)
+                                   jit_compile=jit_compile, dtype=dtype)
+    if preset == "mini-shapes" and load_weights:
+        from sdlib import checkpoint
+
+        if not MINI_SHAPES_WEIGHTS.exists():
+            raise FileNotFoundError(f"The mini-shapes weights are missing ({MINI_SHAPES_WEIGHTS}); "
+                                    "reinstall sdlib or train them with tools/train_mini_model.py.")
+        parts = checkpoint.load_sdlib_file(str(MINI_SHAPES_WEIGHTS), dtype=dtype)
+        return cls(parts["text_encoder"], parts["unet"], parts["vae"], parts["tokenizer"],
+                   parts["scheduler"], img_height, img_width, jit_compile=jit_compile, name=preset)
+    from sdlib import checkpoint
+
     configs = spec["configs"]()
     seeded = preset == "tiny"
-    with L.fast_init() if seeded else contextlib.nullcontext():
-        text_encoder = CLIPTextEncoder(configs["text_encoder"]).build_weights()
-        unet = UNet(configs["unet"]).build_weights(configs["text_encoder"].max_position_embeddings)
-        vae = AutoencoderKL(configs["vae"]).build_weights()
+    models = checkpoint.build_models(configs, dtype=dtype, fast=seeded)
+    text_encoder, unet, vae = models["text_encoder"], models["unet"], models["vae"]
     if seeded:
         for index, model in enumerate((text_encoder, unet, vae)):
             randomize(model, seed=index)

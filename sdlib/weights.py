@@ -124,6 +124,15 @@ def to_keras_layout(array, layout):
     return array
 
 
+def to_torch_layout(array, layout):
+    """The inverse of ``to_keras_layout``, for exporting."""
+    if layout == "conv":
+        return np.transpose(array, (3, 2, 0, 1))  # (kh, kw, I, O) -> (O, I, kh, kw)
+    if layout == "dense":
+        return array.T
+    return array
+
+
 def _listing(names, limit=5):
     names = sorted(names)
     shown = ", ".join(names[:limit])
