@@ -21,7 +21,7 @@ class StableDiffusion:
     """Text-to-image with Stable Diffusion v1. Build it with ``from_preset`` or ``from_pretrained``."""
 
     def __init__(self, text_encoder, unet, vae, tokenizer, scheduler, img_height, img_width,
-                 jit_compile=True, name="custom"):
+                 jit_compile=True, compile_loop=False, name="custom"):
         self.text_encoder = text_encoder
         self.unet = unet
         self.vae = vae
@@ -32,17 +32,21 @@ class StableDiffusion:
         validation.check_image_size(img_height, img_width, self.vae_scale_factor)
         self.img_height, self.img_width = int(img_height), int(img_width)
         self.jit_compile = bool(jit_compile)
+        # True: the whole denoising loop is one compiled program (no per-step callback or progress
+        # bar); False: one compiled step driven from Python.
+        self.compile_loop = bool(compile_loop)
         self.latent_shape = (self.img_height // self.vae_scale_factor,
                              self.img_width // self.vae_scale_factor,
                              unet.config.in_channels)
         self._encode_fn = CompiledFunction(self._encode_graph, [text_encoder], self.jit_compile)
         self._step_fn = CompiledFunction(self._step_graph, [unet], self.jit_compile)
         self._decode_fn = CompiledFunction(self._decode_graph, [vae], self.jit_compile)
+        self._loop_fn = CompiledFunction(self._loop_graph, [unet], self.jit_compile)
 
     # === Constructors ===
     @classmethod
     def from_preset(cls, preset, img_height=None, img_width=None, jit_compile=True, load_weights=True,
-                    dtype=None):
+                    dtype=None, compile_loop=False):
         """A named model (``"sd-v1-5"``, ``"mini-shapes"``, ``"tiny"``); see ``sdlib.presets``.
 
         ``dtype`` is a Keras dtype policy: None/"float32", "mixed_bfloat16", "mixed_float16".
@@ -50,11 +54,12 @@ class StableDiffusion:
         from sdlib import presets
 
         return presets.build(cls, preset, img_height=img_height, img_width=img_width,
-                             jit_compile=jit_compile, load_weights=load_weights, dtype=dtype)
+                             jit_compile=jit_compile, load_weights=load_weights, dtype=dtype,
+                             compile_loop=compile_loop)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, img_height=512, img_width=512, jit_compile=True,
-                        variant=None, token=None, config_path=None, dtype=None):
+                        variant=None, token=None, config_path=None, dtype=None, compile_loop=False):
         """Load a diffusers folder, a single ``.safetensors`` file, or (with network) a hub repo id.
 
         ``variant="fp16"`` picks ``*.fp16.safetensors`` files in a folder. A single file needs the
@@ -66,7 +71,7 @@ class StableDiffusion:
                                            config_path=config_path, dtype=dtype)
         return cls(parts["text_encoder"], parts["unet"], parts["vae"], parts["tokenizer"],
                    parts["scheduler"], img_height, img_width, jit_compile=jit_compile,
-                   name=str(path_or_repo_id))
+                   compile_loop=compile_loop, name=str(path_or_repo_id))
 
     # === Compiled pieces ===
     def _encode_graph(self, token_ids):
@@ -85,6 +90,17 @@ class StableDiffusion:
         # diffusers skips guidance when guidance_scale <= 1: the conditional prediction alone.
         guided = ops.where(guidance_scale > 1.0, uncond + guidance_scale * (cond - uncond), cond)
         return self.scheduler.step(guided, latents, alpha_t, alpha_prev)
+
+    def _loop_graph(self, latents, context, timesteps, alphas, alphas_prev, num_steps, guidance_scale):
+        """All ``num_steps`` steps in one program. The schedules are padded to a fixed length and
+        ``num_steps`` is a tensor, so another step count reuses the compiled loop."""
+
+        def body(index, current):
+            new_latents, _ = self._step_graph(current, context, timesteps[index], alphas[index],
+                                              alphas_prev[index], guidance_scale)
+            return new_latents
+
+        return ops.fori_loop(0, num_steps, body, latents)
 
     def _decode_graph(self, latents):
         config = self.vae.config
@@ -150,21 +166,41 @@ class StableDiffusion:
         )  # (2B, 77, D)
         guidance = ops.convert_to_tensor(guidance_scale, dtype="float32")
         latents = ops.convert_to_tensor(latents, dtype="float32")
-        progress = keras.utils.Progbar(num_steps) if verbose else None
         start = time.perf_counter()
-        for index, timestep in enumerate(timesteps):
-            latents, denoised = self._step_fn(
-                latents, both_contexts, ops.convert_to_tensor(int(timestep), dtype="int32"),
-                ops.convert_to_tensor(alphas[index]), ops.convert_to_tensor(alphas_prev[index]),
-                guidance,
-            )
-            if callback is not None:
-                callback({"step": index, "timestep": int(timestep),
-                          "latents": to_numpy(latents), "denoised": to_numpy(denoised)})
-            if progress is not None:
-                progress.update(index + 1)
+        if self.compile_loop and callback is None:
+            latents = self._run_compiled_loop(latents, both_contexts, timesteps, alphas, alphas_prev,
+                                              guidance)
+            if verbose:
+                seconds = time.perf_counter() - start
+                print(f"{num_steps}/{num_steps} denoising steps in one compiled loop: {seconds:.2f} s "
+                      f"({1000 * seconds / num_steps:.0f} ms/step)")
+        else:
+            progress = keras.utils.Progbar(num_steps) if verbose else None
+            for index, timestep in enumerate(timesteps):
+                latents, denoised = self._step_fn(
+                    latents, both_contexts, ops.convert_to_tensor(int(timestep), dtype="int32"),
+                    ops.convert_to_tensor(alphas[index]), ops.convert_to_tensor(alphas_prev[index]),
+                    guidance,
+                )
+                if callback is not None:
+                    callback({"step": index, "timestep": int(timestep),
+                              "latents": to_numpy(latents), "denoised": to_numpy(denoised)})
+                if progress is not None:
+                    progress.update(index + 1)
         self.last_denoise_seconds = time.perf_counter() - start
         return self.decode_latents(latents)
+
+    def _run_compiled_loop(self, latents, context, timesteps, alphas, alphas_prev, guidance):
+        length = self.scheduler.config.num_train_timesteps
+
+        def padded(values, dtype):
+            out = np.zeros(length, dtype=dtype)
+            out[:len(values)] = values
+            return ops.convert_to_tensor(out)
+
+        return self._loop_fn(latents, context, padded(timesteps, np.int32),
+                             padded(alphas, np.float32), padded(alphas_prev, np.float32),
+                             ops.convert_to_tensor(len(timesteps), dtype="int32"), guidance)
 
     def decode_latents(self, latents):
         """Latents (B, h, w, C) (scaled, as the sampler produces them) -> uint8 images (B, H, W, 3)."""
@@ -194,9 +230,9 @@ class StableDiffusion:
     def trace_counts(self):
         """How often each compiled piece was traced (compiled) so far."""
         return {"encode": self._encode_fn.trace_count, "step": self._step_fn.trace_count,
-                "decode": self._decode_fn.trace_count}
+                "loop": self._loop_fn.trace_count, "decode": self._decode_fn.trace_count}
 
     def __repr__(self):
         return (f"StableDiffusion({self.name!r}, {self.img_height}x{self.img_width}, "
-                f"jit_compile={self.jit_compile}, dtype={self.unet.dtype_policy.name!r}, "
+                f"jit_compile={self.jit_compile}, compile_loop={self.compile_loop}, dtype={self.unet.dtype_policy.name!r}, "
                 f"backend={keras.backend.backend()!r})")

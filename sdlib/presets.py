@@ -90,7 +90,7 @@ def randomize(model, seed):
 
 
 def build(cls, preset, img_height=None, img_width=None, jit_compile=True, load_weights=True,
-          dtype=None):
+          dtype=None, compile_loop=False):
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)} (or load a "
                          "checkpoint with StableDiffusion.from_pretrained).")
@@ -100,7 +100,7 @@ def build(cls, preset, img_height=None, img_width=None, jit_compile=True, load_w
     if preset == "sd-v1-5" and load_weights:
         source = os.environ.get("SDLIB_SD15_WEIGHTS", SD15_REPO)
         return cls.from_pretrained(source, img_height=img_height, img_width=img_width,
-                                   jit_compile=jit_compile, dtype=dtype)
+                                   jit_compile=jit_compile, dtype=dtype, compile_loop=compile_loop)
     if preset == "mini-shapes" and load_weights:
         from sdlib import checkpoint
 
@@ -109,7 +109,8 @@ def build(cls, preset, img_height=None, img_width=None, jit_compile=True, load_w
                                     "reinstall sdlib or train them with tools/train_mini_model.py.")
         parts = checkpoint.load_sdlib_file(str(MINI_SHAPES_WEIGHTS), dtype=dtype)
         return cls(parts["text_encoder"], parts["unet"], parts["vae"], parts["tokenizer"],
-                   parts["scheduler"], img_height, img_width, jit_compile=jit_compile, name=preset)
+                   parts["scheduler"], img_height, img_width, jit_compile=jit_compile,
+                   compile_loop=compile_loop, name=preset)
     from sdlib import checkpoint
 
     configs = spec["configs"]()
@@ -121,5 +122,5 @@ def build(cls, preset, img_height=None, img_width=None, jit_compile=True, load_w
             randomize(model, seed=index)
     tokenizer = CLIPTokenizer.from_default(max_length=configs["text_encoder"].max_position_embeddings)
     return cls(text_encoder, unet, vae, tokenizer, DDIMScheduler(configs["scheduler"]),
-               img_height, img_width, jit_compile=jit_compile, name=preset)
+               img_height, img_width, jit_compile=jit_compile, compile_loop=compile_loop, name=preset)
 

@@ -77,3 +77,16 @@ def test_guidance_scale_changes_the_image(pipe):
     a = pipe.text_to_image("a", num_steps=3, seed=0, guidance_scale=7.5, verbose=False)
     b = pipe.text_to_image("a", num_steps=3, seed=0, guidance_scale=1.0, verbose=False)
     assert not np.array_equal(a, b)
+
+
+def test_compiled_loop_matches_the_stepped_loop_and_is_traced_once():
+    looped = sdlib.StableDiffusion.from_preset("tiny", img_height=64, img_width=48, compile_loop=True)
+    stepped = sdlib.StableDiffusion.from_preset("tiny", img_height=64, img_width=48)
+    for steps, guidance, seed in [(3, 7.5, 0), (5, 1.0, 1), (2, 3.0, 2)]:
+        a = looped.text_to_image("a", batch_size=2, num_steps=steps, guidance_scale=guidance,
+                                 seed=seed, verbose=False)
+        b = stepped.text_to_image("a", batch_size=2, num_steps=steps, guidance_scale=guidance,
+                                  seed=seed, verbose=False)
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert looped.trace_counts["loop"] == 1
+    assert looped.trace_counts["step"] == 0
