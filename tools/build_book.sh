@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Build the book.
+#   bash tools/build_book.sh        readers' build: install, run every chapter with the default model
+#                                   (mini-shapes on CPU, offline), render to _build/html
+#   bash tools/build_book.sh --ci   CI build: run every notebook CI-sized through nbmake on copies in
+#                                   _build/ci-src (the committed notebooks are never overwritten),
+#                                   render those with -W, then check the pages in headless Chromium
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-readers}
+
+if [ "${SDLIB_SKIP_INSTALL:-0}" != "1" ]; then
+  python -m pip install -q -r requirements.txt
+  python -m pip install -q --no-deps -e .
+fi
+export TF_CPP_MIN_LOG_LEVEL=3
+
+if [ "$mode" = "--ci" ]; then
+  export SDLIB_CI=1 SDLIB_PRESET=${SDLIB_PRESET:-tiny}
+  src=_build/ci-src
+  rm -rf "$src" && mkdir -p "$src"
+  cp -r _config.yml _toc.yml book notebooks "$src"/
+  start=$(date +%s)
+  # nbmake executes each notebook; --overwrite keeps the executed copy, which the book renders.
+  (cd "$src" && python -m pytest --nbmake --overwrite --nbmake-timeout=600 -q notebooks/)
+  echo "notebooks executed in $(( $(date +%s) - start )) s"
+  sed -i 's/execute_notebooks: force/execute_notebooks: "off"/' "$src/_config.yml"
+  start=$(date +%s)
+  jupyter-book build "$src" -W --keep-going --builddir _build/ci
+  echo "book built in $(( $(date +%s) - start )) s"
+  python tools/check_book.py _build/ci/_build/html
+else
+  start=$(date +%s)
+  jupyter-book build . -W --keep-going
+  echo "book built (every chapter executed) in $(( $(date +%s) - start )) s: _build/html/index.html"
+fi

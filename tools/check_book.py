@@ -1,0 +1,89 @@
+"""Open the built book in headless Chromium and check what a reader would see.
+
+    python tools/check_book.py _build/html [--screenshot outputs/book.png]
+
+For every chapter page: the formulas rendered (MathJax output elements in the DOM after scripts ran),
+the page shows images, and the Colab launch link points at the chapter's own .ipynb.
+"""
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=15000"]
+MATH_PAGES = {"intro", "02_latent_diffusion", "03_conditioning"}
+
+
+def find_chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    sys.exit("check_book: no Chromium found; install Debian's `chromium` (apt-get install chromium).")
+
+
+def render(chromium, page, extra=()):
+    with tempfile.TemporaryDirectory() as profile:
+        result = subprocess.run(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, page.as_uri()],
+            capture_output=True, text=True, timeout=120)
+    return result.stdout
+
+
+def check_page(chromium, html_dir, page):
+    dom = render(chromium, page, ["--dump-dom"])
+    problems = []
+    name = page.stem
+    if not dom:
+        return [f"{name}: Chromium returned no DOM"]
+    if name in MATH_PAGES and "<mjx-container" not in dom:
+        problems.append(f"{name}: no MathJax output (formulas did not render)")
+    if page.parent.name == "notebooks":
+        images = re.findall(r"<img[^>]+src=\"([^\"]+)\"", dom)
+        local = [src for src in images if not src.startswith("http") and "logo" not in src]
+        missing = [src for src in local if not (page.parent / src).resolve().exists()]
+        if not local:
+            problems.append(f"{name}: shows no images")
+        if missing:
+            problems.append(f"{name}: broken image links {missing[:3]}")
+        colab = re.findall(r"href=\"(https://colab\.research\.google\.com/[^\"]+)\"", dom)
+        if not any(link.endswith(f"notebooks/{name}.ipynb") for link in colab):
+            problems.append(f"{name}: no Colab link to notebooks/{name}.ipynb (found {colab[:2]})")
+    print(f"  {name}: {dom.count('<mjx-container')} formulas, "
+          f"{len(re.findall(r'<img', dom))} images" + ("" if problems else ", ok"))
+    return problems
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("html_dir")
+    parser.add_argument("--screenshot", default=None)
+    args = parser.parse_args()
+    html_dir = Path(args.html_dir).resolve()
+    chromium = find_chromium()
+    pages = [html_dir / "book" / "intro.html", *sorted((html_dir / "notebooks").glob("*.html"))]
+    problems = []
+    for page in pages:
+        if not page.exists():
+            problems.append(f"missing page {page.relative_to(html_dir)}")
+            continue
+        problems += check_page(chromium, html_dir, page)
+    if args.screenshot:
+        target = Path(args.screenshot).resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        render(chromium, pages[1], [f"--screenshot={target}", "--window-size=1280,2000"])
+        print(f"screenshot: {target}")
+    if problems:
+        print("book check FAILED:\n  " + "\n  ".join(problems))
+        sys.exit(1)
+    print(f"book check passed: {len(pages)} pages")
+
+
+if __name__ == "__main__":
+    main()
