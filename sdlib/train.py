@@ -150,16 +150,21 @@ def encode_latents(vae, images, batch_size=256):
 
 
 def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler_config, steps,
-                    batch_size=64, learning_rate=8e-4, seed=0, log_every=200, ema_momentum=0.999):
-    """Fit text encoder + UNet on scaled latents; ends with the EMA weights in place."""
+                    batch_size=64, learning_rate=8e-4, seed=0, log_every=200, ema_momentum=0.999,
+                    callbacks=(), jit_compile=True):
+    """Fit text encoder + UNet on scaled latents; ends with the EMA weights in place.
+
+    ``callbacks``: extra Keras callbacks (a notebook samples images every few hundred steps).
+    """
     keras.utils.set_random_seed(seed)
     trainer = DiffusionTrainer(text_encoder, unet)
     data = NoisedLatents(latents, token_ids, empty_ids, alphas_cumprod(scheduler_config),
                          batch_size, steps, seed)
     optimizer = keras.optimizers.AdamW(cosine_schedule(learning_rate, steps, 200), weight_decay=1e-2,
                                        global_clipnorm=1.0, use_ema=True, ema_momentum=ema_momentum)
-    trainer.compile(optimizer=optimizer, loss="mse", jit_compile=True)
-    trainer.fit(data, epochs=1, verbose=0, callbacks=[PrintEvery(log_every, "diffusion")])
+    trainer.compile(optimizer=optimizer, loss="mse", jit_compile=jit_compile)
+    trainer.fit(data, epochs=1, verbose=0,
+                callbacks=[PrintEvery(log_every, "diffusion"), *callbacks])
     optimizer.finalize_variable_values(trainer.trainable_variables)  # swap in the EMA weights
     return text_encoder, unet
 
