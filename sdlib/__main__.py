@@ -5,7 +5,7 @@ import os
 import sys
 import tempfile
 
-DEFAULT_PRESET = "tiny"
+DEFAULT_PRESET = "mini-shapes"
 
 
 def save_png(image, path, overwrite=False):
@@ -50,7 +50,8 @@ def build_parser():
     generate.add_argument("--seed", type=int, default=None)
     generate.add_argument("--guidance", type=float, default=7.5)
     generate.add_argument("--batch-size", type=int, default=1)
-    generate.add_argument("--preset", default=None, help=f"named model (default {DEFAULT_PRESET})")
+    generate.add_argument("--preset", default=None,
+                          help=f"named model: {DEFAULT_PRESET} (default), sd-v1-5, tiny")
     generate.add_argument("--weights", default=None,
                           help="a diffusers folder, a .safetensors file or a hub repo id")
     generate.add_argument("--height", type=int, default=None)
@@ -74,7 +75,10 @@ def generate(args):
             args.weights, img_height=args.height or 512, img_width=args.width or 512,
             jit_compile=not args.no_jit)
     else:
-        preset = args.preset or DEFAULT_PRESET
+        preset = args.preset or ("sd-v1-5" if os.environ.get("SDLIB_SD15_WEIGHTS") else DEFAULT_PRESET)
+        if preset == "mini-shapes" and not args.preset:
+            print("using mini-shapes, the miniature model shipped with sdlib (offline default; "
+                  "--weights PATH or $SDLIB_SD15_WEIGHTS for real Stable Diffusion)")
         pipe = sdlib.StableDiffusion.from_preset(preset, img_height=args.height,
                                                  img_width=args.width, jit_compile=not args.no_jit)
     print(f"model: {pipe}")
