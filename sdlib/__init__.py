@@ -5,10 +5,15 @@
     images = pipe.text_to_image("a small red circle", batch_size=3)   # uint8 (3, 64, 64, 3)
 """
 
-from sdlib.pipeline import StableDiffusion
-from sdlib.presets import PRESETS
-from sdlib.tokenizer import CLIPTokenizer
-from sdlib.weights import CheckpointError
+import os
+
+# Quiet TensorFlow's C++ start-up logs (CUDA probing, oneDNN notes) unless the user asked for them.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from sdlib.pipeline import StableDiffusion  # noqa: E402
+from sdlib.presets import PRESETS  # noqa: E402
+from sdlib.tokenizer import CLIPTokenizer  # noqa: E402
+from sdlib.weights import CheckpointError  # noqa: E402
 
 __all__ = ["StableDiffusion", "CLIPTokenizer", "CheckpointError", "PRESETS"]
 __version__ = "0.1.0"
