@@ -173,11 +173,16 @@ class CLIPTokenizer:
     def from_folder(cls, path: str | Path) -> CLIPTokenizer:
         """A diffusers/transformers `tokenizer/` folder: vocab.json, merges.txt and optional configs."""
         folder = Path(path)
+        has_files = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+        if not has_files and (folder / "tokenizer.json").is_file():
+            # transformers 5 saves only tokenizer.json: its BPE model holds the same vocab and merges.
+            vocab, merges = _read_tokenizer_json(folder / "tokenizer.json")
+            return cls(vocab, merges, **_read_special_token_config(folder))
         for name in ("vocab.json", "merges.txt"):
             if not (folder / name).is_file():
                 raise FileNotFoundError(
                     f"{folder} has no {name}; a CLIP tokenizer folder needs vocab.json and merges.txt "
-                    "(in a diffusers model: <model>/tokenizer/)."
+                    "or a tokenizer.json (in a diffusers model: <model>/tokenizer/)."
                 )
         vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
         merges = _read_merges(folder / "merges.txt")
@@ -306,6 +311,18 @@ def _check_prompts(prompts) -> list[str]:
                 f"prompts[{index}] is {type(prompt).__name__}; every prompt must be a str."
             )
     return list(prompts)
+
+
+def _read_tokenizer_json(path: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Vocab and merges of a HuggingFace `tokenizers` BPE model (CLIP's "</w>" suffix)."""
+    model = _read_json(path).get("model", {})
+    if model.get("type") != "BPE" or model.get("end_of_word_suffix") != "</w>":
+        raise ValueError(
+            f"{path} is not a CLIP BPE tokenizer (model type {model.get('type')!r}, end-of-word "
+            f"suffix {model.get('end_of_word_suffix')!r}; expected 'BPE' and '</w>')."
+        )
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in model["merges"]]
+    return dict(model["vocab"]), merges
 
 
 def _read_merges(path: Path) -> list[tuple[str, str]]:

@@ -171,3 +171,13 @@ def test_half_precision_checkpoints_load_within_their_rounding(source, parts, fi
             rounded_somewhere |= not np.array_equal(full, rounded)
             np.testing.assert_allclose(rounded, full, rtol=tolerance, atol=1e-6)
     assert rounded_somewhere, "the half-precision file was not the one loaded"
+
+
+def test_tokenizer_folder_with_only_tokenizer_json(tmp_path, fixtures_dir, golden, golden_info):
+    """transformers 5 saves only tokenizer.json (+ tokenizer_config.json): same ids."""
+    folder = tmp_path / "tokenizer"
+    folder.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((fixtures_dir / "tiny-sd" / "tokenizer" / name).read_bytes())
+    tokenizer = sdlib.CLIPTokenizer.from_folder(folder)
+    np.testing.assert_array_equal(tokenizer(golden_info["tok_prompts"]), golden["tok_ids"])
