@@ -1,6 +1,7 @@
 """Reading a whole Stable Diffusion checkpoint: a diffusers folder, a single file, or a hub repo id."""
 
 import contextlib
+import dataclasses
 import json
 import os
 
@@ -122,9 +123,12 @@ def build_models(configs, dtype=None, fast=True):
 
 def _tokenizer(folder, text_config):
     tokenizer_dir = os.path.join(folder, "tokenizer")
-    if os.path.isdir(tokenizer_dir):
-        return CLIPTokenizer.from_folder(tokenizer_dir)
-    return CLIPTokenizer.from_default(max_length=text_config.max_position_embeddings)
+    if not os.path.isdir(tokenizer_dir):
+        return CLIPTokenizer.from_default(max_length=text_config.max_position_embeddings)
+    tokenizer = CLIPTokenizer.from_folder(tokenizer_dir)
+    # An unset model_max_length is saved as a huge number; the position table bounds it.
+    tokenizer.max_length = min(tokenizer.max_length, text_config.max_position_embeddings)
+    return tokenizer
 
 
 def _check_unet_context(configs):
@@ -195,8 +199,6 @@ def load_single_file(path, config_path=None, dtype=None):
 
 def save_sdlib_file(models, configs, path, dtype="float16"):
     """Write text encoder, UNet and VAE weights plus their configs to one safetensors file."""
-    import dataclasses
-
     import numpy as np
     from safetensors.numpy import save_file
 
@@ -220,12 +222,16 @@ def read_sdlib_configs(path):
     if metadata.get("format") != "sdlib/1":
         raise CheckpointError(f"{path} is not an sdlib model file (no 'sdlib/1' format metadata).")
     raw = json.loads(metadata["configs"])
-    return {
-        "text_encoder": TextEncoderConfig(**raw["text_encoder"]),
-        "unet": UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["unet"].items()}),
-        "vae": VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["vae"].items()}),
-        "scheduler": SchedulerConfig(**raw["scheduler"]),
-    }
+    classes = {"text_encoder": TextEncoderConfig, "unet": UNetConfig, "vae": VAEConfig,
+               "scheduler": SchedulerConfig}
+    return {name: _from_dict(cls, raw[name]) for name, cls in classes.items()}
+
+
+def _from_dict(cls, values):
+    """A config dataclass from saved JSON: lists back to tuples, unknown (retired) keys dropped."""
+    names = {field.name for field in dataclasses.fields(cls)}
+    return cls(**{key: tuple(value) if isinstance(value, list) else value
+                  for key, value in values.items() if key in names})
 
 
 def load_sdlib_file(path, dtype=None):

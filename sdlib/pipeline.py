@@ -35,6 +35,9 @@ class StableDiffusion:
         # True: the whole denoising loop is one compiled program (no per-step callback or progress
         # bar); False: one compiled step driven from Python.
         self.compile_loop = bool(compile_loop)
+        # The tokenizer pads to its max_length (77), which may be shorter than the text encoder's
+        # position table; encodings are (B, max_length, hidden_size).
+        self.context_shape = (tokenizer.max_length, text_encoder.config.hidden_size)
         self.latent_shape = (self.img_height // self.vae_scale_factor,
                              self.img_width // self.vae_scale_factor,
                              unet.config.in_channels)
@@ -103,10 +106,8 @@ class StableDiffusion:
         return ops.fori_loop(0, num_steps, body, latents)
 
     def _decode_graph(self, latents):
-        config = self.vae.config
-        latents = latents / config.scaling_factor
-        if config.shift_factor is not None:
-            latents = latents + config.shift_factor
+        # StableDiffusionPipeline divides by scaling_factor only (a VAE's shift_factor is for SD3).
+        latents = latents / self.vae.config.scaling_factor
         image = self.vae.decode(ops.cast(latents, self.vae.compute_dtype))
         return ops.clip(ops.cast(image, "float32") / 2.0 + 0.5, 0.0, 1.0)  # (B, H, W, 3) in [0, 1]
 
@@ -143,7 +144,7 @@ class StableDiffusion:
         ``callback``, if given, is called after every step with a dict: ``step`` (0-based),
         ``timestep``, ``latents`` (x_{t-1}) and ``denoised`` (the predicted x_0), numpy NHWC.
         """
-        context = validation.check_context(context, self.text_encoder.config)
+        context = validation.check_context(context, self.context_shape)
         batch_size = validation.check_generate_batch(batch_size, context)
         if context.shape[0] == 1 and batch_size > 1:
             context = np.repeat(context, batch_size, axis=0)
@@ -155,7 +156,7 @@ class StableDiffusion:
             unconditional_context = self.encode_text(negatives)
         else:
             unconditional_context = validation.check_context(unconditional_context,
-                                                             self.text_encoder.config)
+                                                             self.context_shape)
         if unconditional_context.shape[0] == 1 and batch_size > 1:
             unconditional_context = np.repeat(unconditional_context, batch_size, axis=0)
         latents = self._initial_latents(batch_size, seed, diffusion_noise)
@@ -212,11 +213,7 @@ class StableDiffusion:
         """uint8 images (B, H, W, 3) -> scaled latent means (B, H/f, W/f, C), as the sampler uses."""
         x = ops.convert_to_tensor(np.asarray(images, dtype=np.float32) / 127.5 - 1.0)
         mean, _ = self.vae.encode(ops.cast(x, self.vae.compute_dtype))
-        config = self.vae.config
-        mean = ops.cast(mean, "float32")
-        if config.shift_factor is not None:
-            mean = mean - config.shift_factor
-        return to_numpy(mean * config.scaling_factor)
+        return to_numpy(ops.cast(mean, "float32") * self.vae.config.scaling_factor)
 
     def _initial_latents(self, batch_size, seed, diffusion_noise):
         shape = (batch_size, *self.latent_shape)

@@ -97,8 +97,8 @@ def check_negative_prompt(negative_prompt, batch_size):
     return negatives
 
 
-def check_context(context, text_config):
-    """A text encoding: float array (B, T, hidden_size) with finite values."""
+def check_context(context, expected):
+    """A text encoding: finite float array (B, *expected), expected = (tokens, hidden_size)."""
     try:
         context = np.asarray(context, dtype=np.float32)
     except (TypeError, ValueError):
@@ -106,7 +106,7 @@ def check_context(context, text_config):
                         f"by encode_text; got a {type(context).__name__}.") from None
     if context.ndim == 2:
         context = context[None]
-    expected = (text_config.max_position_embeddings, text_config.hidden_size)
+    expected = tuple(expected)
     if context.ndim != 3 or context.shape[1:] != expected or context.shape[0] < 1:
         raise ValueError(f"context has shape {context.shape}; expected (batch, {expected[0]}, "
                          f"{expected[1]}) as returned by encode_text.")
