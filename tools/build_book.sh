@@ -17,7 +17,8 @@ export TF_CPP_MIN_LOG_LEVEL=3
 
 if [ "$mode" = "--ci" ]; then
   export SDLIB_CI=1 SDLIB_PRESET=${SDLIB_PRESET:-tiny}
-  src=_build/ci-src
+  # nbmake skips any path containing "_build", so the executed copies live in ci-book/.
+  src=ci-book/src
   rm -rf "$src" && mkdir -p "$src"
   cp -r _config.yml _toc.yml book notebooks "$src"/
   start=$(date +%s)
@@ -26,9 +27,9 @@ if [ "$mode" = "--ci" ]; then
   echo "notebooks executed in $(( $(date +%s) - start )) s"
   sed -i 's/execute_notebooks: force/execute_notebooks: "off"/' "$src/_config.yml"
   start=$(date +%s)
-  jupyter-book build "$src" -W --keep-going --builddir _build/ci
+  jupyter-book build "$src" -W --keep-going --path-output ci-book/out
   echo "book built in $(( $(date +%s) - start )) s"
-  python tools/check_book.py _build/ci/_build/html
+  python tools/check_book.py ci-book/out/_build/html --screenshot ci-book/chapter1.png
 else
   start=$(date +%s)
   jupyter-book build . -W --keep-going
