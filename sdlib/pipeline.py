@@ -14,6 +14,7 @@ from keras import ops
 
 from sdlib import validation
 from sdlib.backend import CompiledFunction, to_numpy
+from sdlib.samplers import SAMPLERS, make_sampler
 from sdlib.schedulers import DDIMScheduler
 
 
@@ -42,9 +43,18 @@ class StableDiffusion:
                              self.img_width // self.vae_scale_factor,
                              unet.config.in_channels)
         self._encode_fn = CompiledFunction(self._encode_graph, [text_encoder], self.jit_compile)
-        self._step_fn = CompiledFunction(self._step_graph, [unet], self.jit_compile)
+        # One compiled step (and loop) per sampler family: DDIM, and the linear samplers (Euler,
+        # DPM-Solver++) that share an update and differ only in their per-step coefficients.
+        self._samplers = {name: make_sampler(name, self.scheduler.config) for name in SAMPLERS}
+        self._step_fns, self._loop_fns = {}, {}
+        for sampler in self._samplers.values():
+            family = sampler.family
+            if family not in self._step_fns:
+                self._step_fns[family] = CompiledFunction(
+                    self._make_step_graph(sampler.update), [unet], self.jit_compile)
+                self._loop_fns[family] = CompiledFunction(
+                    self._make_loop_graph(sampler.update), [unet], self.jit_compile)
         self._decode_fn = CompiledFunction(self._decode_graph, [vae], self.jit_compile)
-        self._loop_fn = CompiledFunction(self._loop_graph, [unet], self.jit_compile)
 
     # === Constructors ===
     @classmethod
@@ -80,30 +90,39 @@ class StableDiffusion:
     def _encode_graph(self, token_ids):
         return ops.cast(self.text_encoder(token_ids), "float32")  # (B, 77, D)
 
-    def _step_graph(self, latents, context, timestep, alpha_t, alpha_prev, guidance_scale):
-        """One guided denoising step. ``context`` is [unconditional; conditional], (2B, 77, D)."""
-        batch = ops.shape(latents)[0]
-        model_input = ops.concatenate([latents, latents], axis=0)  # (2B, h, w, C)
-        timesteps = ops.full((2 * batch,), timestep, dtype="int32")
-        compute_dtype = self.unet.compute_dtype
-        noise_pred = self.unet(ops.cast(model_input, compute_dtype), timesteps,
-                               ops.cast(context, compute_dtype))
-        noise_pred = ops.cast(noise_pred, "float32")  # scheduler math stays float32
-        uncond, cond = noise_pred[:batch], noise_pred[batch:]
-        # diffusers skips guidance when guidance_scale <= 1: the conditional prediction alone.
-        guided = ops.where(guidance_scale > 1.0, uncond + guidance_scale * (cond - uncond), cond)
-        return self.scheduler.step(guided, latents, alpha_t, alpha_prev)
+    def _make_step_graph(self, update):
+        def step(latents, previous_x0, context, timestep, coefficients, guidance_scale):
+            """One guided denoising step. ``context`` is [unconditional; conditional], (2B, 77, D);
+            ``coefficients[0]`` scales the model input; the rest belong to the sampler's update."""
+            batch = ops.shape(latents)[0]
+            scaled = latents * coefficients[0]
+            model_input = ops.concatenate([scaled, scaled], axis=0)  # (2B, h, w, C)
+            timesteps = ops.full((2 * batch,), timestep, dtype="float32")
+            compute_dtype = self.unet.compute_dtype
+            noise_pred = self.unet(ops.cast(model_input, compute_dtype), timesteps,
+                                   ops.cast(context, compute_dtype))
+            noise_pred = ops.cast(noise_pred, "float32")  # sampler math stays float32
+            uncond, cond = noise_pred[:batch], noise_pred[batch:]
+            # diffusers skips guidance when guidance_scale <= 1: the conditional prediction alone.
+            guided = ops.where(guidance_scale > 1.0, uncond + guidance_scale * (cond - uncond), cond)
+            return update(guided, latents, previous_x0, coefficients)  # (x_next, x0 estimate)
 
-    def _loop_graph(self, latents, context, timesteps, alphas, alphas_prev, num_steps, guidance_scale):
-        """All ``num_steps`` steps in one program. The schedules are padded to a fixed length and
-        ``num_steps`` is a tensor, so another step count reuses the compiled loop."""
+        return step
 
-        def body(index, current):
-            new_latents, _ = self._step_graph(current, context, timesteps[index], alphas[index],
-                                              alphas_prev[index], guidance_scale)
-            return new_latents
+    def _make_loop_graph(self, update):
+        step = self._make_step_graph(update)
 
-        return ops.fori_loop(0, num_steps, body, latents)
+        def loop(latents, context, timesteps, coefficients, num_steps, guidance_scale):
+            """All ``num_steps`` steps in one program. The schedules are padded to a fixed length
+            and ``num_steps`` is a tensor, so another step count reuses the compiled loop."""
+
+            def body(index, carry):
+                return step(carry[0], carry[1], context, timesteps[index], coefficients[index],
+                            guidance_scale)
+
+            return ops.fori_loop(0, num_steps, body, (latents, ops.zeros_like(latents)))[0]
+
+        return loop
 
     def _decode_graph(self, latents):
         # StableDiffusionPipeline divides by scaling_factor only (a VAE's shift_factor is for SD3).
@@ -120,7 +139,7 @@ class StableDiffusion:
 
     def text_to_image(self, prompt, negative_prompt=None, batch_size=1, num_steps=50,
                       guidance_scale=7.5, seed=None, diffusion_noise=None, callback=None,
-                      verbose=True):
+                      verbose=True, sampler="ddim"):
         """Generate images for ``prompt``; returns uint8 numpy (B, H, W, 3).
 
         A single prompt with ``batch_size=n`` gives n images; a list of n prompts gives one image
@@ -134,16 +153,19 @@ class StableDiffusion:
         return self.generate_image(context, negative_prompt=negative_prompt, batch_size=batch_size,
                                    num_steps=num_steps, guidance_scale=guidance_scale, seed=seed,
                                    diffusion_noise=diffusion_noise, callback=callback,
-                                   verbose=verbose)
+                                   verbose=verbose, sampler=sampler)
 
     def generate_image(self, context, negative_prompt=None, batch_size=1, num_steps=50,
                        guidance_scale=7.5, seed=None, diffusion_noise=None,
-                       unconditional_context=None, callback=None, verbose=True):
+                       unconditional_context=None, callback=None, verbose=True, sampler="ddim"):
         """Denoise from noise to an image, conditioned on a text encoding ``context`` (B, 77, D).
 
         ``callback``, if given, is called after every step with a dict: ``step`` (0-based),
         ``timestep``, ``latents`` (x_{t-1}) and ``denoised`` (the predicted x_0), numpy NHWC.
+        ``sampler``: "ddim" (default, 50 steps), "euler" or "dpmpp_2m" (good in 15-25 steps).
         """
+        if sampler not in self._samplers:
+            raise ValueError(f"Unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}.")
         context = validation.check_context(context, self.context_shape)
         batch_size = validation.check_generate_batch(batch_size, context)
         if context.shape[0] == 1 and batch_size > 1:
@@ -161,7 +183,9 @@ class StableDiffusion:
             unconditional_context = np.repeat(unconditional_context, batch_size, axis=0)
         latents = self._initial_latents(batch_size, seed, diffusion_noise)
 
-        timesteps, alphas, alphas_prev = self.scheduler.step_alphas(num_steps)
+        chosen = self._samplers[sampler]
+        plan = chosen.plan(num_steps)
+        latents = latents * np.float32(plan.init_noise_sigma)
         both_contexts = ops.convert_to_tensor(
             np.concatenate([unconditional_context, context], axis=0), dtype="float32"
         )  # (2B, 77, D)
@@ -169,39 +193,39 @@ class StableDiffusion:
         latents = ops.convert_to_tensor(latents, dtype="float32")
         start = time.perf_counter()
         if self.compile_loop and callback is None:
-            latents = self._run_compiled_loop(latents, both_contexts, timesteps, alphas, alphas_prev,
-                                              guidance)
+            latents = self._run_compiled_loop(chosen.family, latents, both_contexts, plan, guidance)
             if verbose:
                 seconds = time.perf_counter() - start
                 print(f"{num_steps}/{num_steps} denoising steps in one compiled loop: {seconds:.2f} s "
                       f"({1000 * seconds / num_steps:.0f} ms/step)")
         else:
+            step_fn = self._step_fns[chosen.family]
+            previous_x0 = ops.zeros_like(latents)
             progress = keras.utils.Progbar(num_steps) if verbose else None
-            for index, timestep in enumerate(timesteps):
-                latents, denoised = self._step_fn(
-                    latents, both_contexts, ops.convert_to_tensor(int(timestep), dtype="int32"),
-                    ops.convert_to_tensor(alphas[index]), ops.convert_to_tensor(alphas_prev[index]),
-                    guidance,
+            for index, timestep in enumerate(plan.timesteps):
+                latents, previous_x0 = step_fn(
+                    latents, previous_x0, both_contexts,
+                    ops.convert_to_tensor(timestep, dtype="float32"),
+                    ops.convert_to_tensor(plan.coefficients[index]), guidance,
                 )
                 if callback is not None:
-                    callback({"step": index, "timestep": int(timestep),
-                              "latents": to_numpy(latents), "denoised": to_numpy(denoised)})
+                    callback({"step": index, "timestep": _plain_number(timestep),
+                              "latents": to_numpy(latents), "denoised": to_numpy(previous_x0)})
                 if progress is not None:
                     progress.update(index + 1)
         self.last_denoise_seconds = time.perf_counter() - start
         return self.decode_latents(latents)
 
-    def _run_compiled_loop(self, latents, context, timesteps, alphas, alphas_prev, guidance):
+    def _run_compiled_loop(self, family, latents, context, plan, guidance):
         length = self.scheduler.config.num_train_timesteps
-
-        def padded(values, dtype):
-            out = np.zeros(length, dtype=dtype)
-            out[:len(values)] = values
-            return ops.convert_to_tensor(out)
-
-        return self._loop_fn(latents, context, padded(timesteps, np.int32),
-                             padded(alphas, np.float32), padded(alphas_prev, np.float32),
-                             ops.convert_to_tensor(len(timesteps), dtype="int32"), guidance)
+        num_steps = len(plan.timesteps)
+        timesteps = np.zeros(length, np.float32)
+        timesteps[:num_steps] = plan.timesteps
+        coefficients = np.zeros((length, plan.coefficients.shape[1]), np.float32)
+        coefficients[:num_steps] = plan.coefficients
+        return self._loop_fns[family](latents, context, ops.convert_to_tensor(timesteps),
+                                      ops.convert_to_tensor(coefficients),
+                                      ops.convert_to_tensor(num_steps, dtype="int32"), guidance)
 
     def decode_latents(self, latents):
         """Latents (B, h, w, C) (scaled, as the sampler produces them) -> uint8 images (B, H, W, 3)."""
@@ -226,10 +250,20 @@ class StableDiffusion:
     @property
     def trace_counts(self):
         """How often each compiled piece was traced (compiled) so far."""
-        return {"encode": self._encode_fn.trace_count, "step": self._step_fn.trace_count,
-                "loop": self._loop_fn.trace_count, "decode": self._decode_fn.trace_count}
+        counts = {"encode": self._encode_fn.trace_count, "decode": self._decode_fn.trace_count}
+        for family in self._step_fns:
+            suffix = "" if family == "ddim" else f"_{family}"
+            counts["step" + suffix] = self._step_fns[family].trace_count
+            counts["loop" + suffix] = self._loop_fns[family].trace_count
+        return counts
 
     def __repr__(self):
         return (f"StableDiffusion({self.name!r}, {self.img_height}x{self.img_width}, "
                 f"jit_compile={self.jit_compile}, compile_loop={self.compile_loop}, dtype={self.unet.dtype_policy.name!r}, "
                 f"backend={keras.backend.backend()!r})")
+
+
+def _plain_number(value):
+    """A timestep for Python code: int where it is whole (DDIM, DPM-Solver), else float (Euler)."""
+    value = float(value)
+    return int(value) if value.is_integer() else value

@@ -24,16 +24,20 @@ from keras import ops
 
 @dataclasses.dataclass(frozen=True)
 class SchedulerConfig:
+    """A diffusers scheduler config. Defaults are diffusers' own (DDIMScheduler's), which apply to
+    keys a config file leaves out; SD v1.5's file sets most of them (see ``presets.SD15_SCHEDULER``).
+    """
+
     num_train_timesteps: int = 1000
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-    beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    beta_schedule: str = "linear"
     trained_betas: tuple | None = None
     prediction_type: str = "epsilon"
-    timestep_spacing: str = "leading"
-    steps_offset: int = 1
-    set_alpha_to_one: bool = False
-    # DDIMScheduler's own default is clip_sample=True; SD's scheduler_config.json sets False.
+    # None: the sampler's own default ("leading" for DDIM, "linspace" for Euler and DPM-Solver).
+    timestep_spacing: str | None = None
+    steps_offset: int = 0
+    set_alpha_to_one: bool = True
     clip_sample: bool = True
     clip_sample_range: float = 1.0
     rescale_betas_zero_snr: bool = False
@@ -63,7 +67,7 @@ class SchedulerConfig:
             "timestep_spacing": ("leading", "trailing", "linspace"),
         }
         for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
+            if getattr(self, key) not in (*allowed, None):
                 raise ValueError(f"scheduler {key}={getattr(self, key)!r} is not supported; "
                                  f"choose one of {allowed}.")
 
@@ -120,10 +124,11 @@ class DDIMScheduler:
         if not 1 <= num_steps <= total:
             raise ValueError(f"num_steps must be between 1 and {total} (the number of training "
                              f"timesteps), got {num_steps}.")
-        if config.timestep_spacing == "leading":
+        spacing = config.timestep_spacing or "leading"
+        if spacing == "leading":
             ratio = total // num_steps
             steps = (np.arange(num_steps) * ratio).round()[::-1] + config.steps_offset
-        elif config.timestep_spacing == "trailing":
+        elif spacing == "trailing":
             steps = np.round(np.arange(total, 0, -total / num_steps)) - 1
         else:
             steps = np.linspace(0, total - 1, num_steps).round()[::-1]

@@ -662,6 +662,55 @@ def golden_ddim(pipe, arrays, meta):
     )
 
 
+SAMPLER_CLASSES = {"euler": "EulerDiscreteScheduler", "dpmpp_2m": "DPMSolverMultistepScheduler"}
+SAMPLER_STEPS = (5, 12)
+SAMPLER_PIPELINE_STEPS = 4
+
+
+@torch.no_grad()
+def golden_samplers(pipe, arrays, meta):
+    """Euler and DPM-Solver++(2M) from the pipeline's scheduler config, with the DDIM dummy model
+    applied to the *scaled* model input: model_output = 0.1 * scale_model_input(x, t) + t / 1000."""
+    import diffusers
+
+    sample0 = torch.from_numpy(arrays["ddim_sample"])
+    info = {}
+    for name, class_name in SAMPLER_CLASSES.items():
+        cls = getattr(diffusers, class_name)
+        for steps in SAMPLER_STEPS:
+            scheduler = cls.from_config(pipe.scheduler.config)
+            scheduler.set_timesteps(steps)
+            sample = sample0 * scheduler.init_noise_sigma
+            outputs = []
+            for t in scheduler.timesteps:
+                model_input = scheduler.scale_model_input(sample, t)
+                model_output = 0.1 * model_input + float(t) / 1000
+                sample = scheduler.step(model_output, t, sample).prev_sample
+                outputs.append(sample)
+            key = f"{name}_{steps}"
+            arrays[f"{key}_timesteps"] = scheduler.timesteps.numpy().astype(np.float32)
+            arrays[f"{key}_sigmas"] = np.asarray(scheduler.sigmas, dtype=np.float32)
+            arrays[f"{key}_prev_sample"] = torch.stack(outputs).numpy()
+            info[key] = dict(init_noise_sigma=float(scheduler.init_noise_sigma),
+                             resolved={k: v for k, v in scheduler.config.items()
+                                       if not k.startswith("_")})
+        # The whole pipeline with this sampler: case "a"'s prompt and noise, 4 steps.
+        pipe.scheduler = cls.from_config(pipe.scheduler.config)
+        spec = PIPELINE_CASES["a"]
+        noise = torch.from_numpy(arrays["pipe_a_noise"])
+        images = pipe(spec["prompt"], negative_prompt=spec["negative_prompt"],
+                      num_inference_steps=SAMPLER_PIPELINE_STEPS,
+                      guidance_scale=spec["guidance_scale"], latents=noise,
+                      height=PIPELINE_HEIGHT, width=PIPELINE_WIDTH, output_type="np").images
+        arrays[f"pipe_{name}_images"] = images.astype(np.float32)
+    meta["samplers"] = dict(
+        classes=SAMPLER_CLASSES, steps=list(SAMPLER_STEPS), runs=info,
+        dummy_model="model_output = 0.1 * scheduler.scale_model_input(sample, t) + t / 1000",
+        start="ddim_sample * init_noise_sigma",
+        pipeline=f"case a (prompt, noise, guidance) with {SAMPLER_PIPELINE_STEPS} steps: pipe_<sampler>_images",
+    )
+
+
 def run_pipeline(pipe, spec, noise):
     """diffusers' StableDiffusionPipeline on given noise; also returns the latents before the VAE."""
     final = {}
@@ -802,6 +851,7 @@ def main():
     golden_models(pipe, arrays, meta)
     golden_ddim(pipe, arrays, meta)
     golden_pipeline(pipe, arrays, meta)
+    golden_samplers(pipe, arrays, meta)
     for name, array in arrays.items():
         if np.issubdtype(array.dtype, np.floating):
             assert array.dtype == np.float32, name

@@ -1,0 +1,179 @@
+"""Samplers behind one call: ``text_to_image(..., sampler="ddim" | "euler" | "dpmpp_2m")``.
+
+Every sampler turns the model's output at step i into the next latent. Euler (Karras et al. 2022,
+Algorithm 1 with no churn) and DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) are *linear* in their
+inputs once the step's noise levels are known, so both are written as per-step coefficients computed in
+numpy and one shared update in ``keras.ops``:
+
+    x0     = p * x + q * model_output                  (the clean-latent estimate)
+    x_next = A * x + B * x0 + C * x0_previous          (C = 0 for first-order steps)
+
+The model sees ``c_in * x`` at timestep ``t``. Semantics match diffusers' ``EulerDiscreteScheduler`` and
+``DPMSolverMultistepScheduler`` built ``from_config`` of the checkpoint's scheduler config.
+
+| paper (Karras / Lu)  | code                                                   |
+|----------------------|--------------------------------------------------------|
+| sigma_i              | ``sigmas[i]`` = sqrt((1 - alpha_bar_t) / alpha_bar_t)  |
+| alpha_t, sigma_t     | 1 / sqrt(1 + sigma^2), sigma / sqrt(1 + sigma^2)       |
+| lambda_t             | log(alpha_t / sigma_t), the half log-SNR               |
+| h_i                  | lambda_{t_{i+1}} - lambda_{t_i}                        |
+"""
+
+import dataclasses
+
+import numpy as np
+from keras import ops
+
+from sdlib.schedulers import DDIMScheduler, alphas_cumprod
+
+SAMPLERS = ("ddim", "euler", "dpmpp_2m")
+
+
+@dataclasses.dataclass
+class SamplerPlan:
+    """What one run of ``num_steps`` needs, per step: timesteps (n,) and coefficients (n, K)."""
+
+    timesteps: np.ndarray
+    coefficients: np.ndarray
+    init_noise_sigma: float
+
+
+class DDIMSampler:
+    family = "ddim"
+
+    def __init__(self, config):
+        self.scheduler = DDIMScheduler(config)
+
+    def plan(self, num_steps):
+        timesteps, alphas, alphas_prev = self.scheduler.step_alphas(num_steps)
+        coefficients = np.stack([np.ones_like(alphas), alphas, alphas_prev], axis=1)  # (n, 3)
+        return SamplerPlan(timesteps.astype(np.float32), coefficients.astype(np.float32), 1.0)
+
+    def update(self, model_output, x, previous_x0, coefficients):
+        return self.scheduler.step(model_output, x, coefficients[1], coefficients[2])
+
+
+class LinearMultistepSampler:
+    """Shared update of Euler and DPM-Solver++(2M): coefficients (c_in, p, q, A, B, C)."""
+
+    family = "linear"
+
+    def __init__(self, config):
+        if config.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"{type(self).__name__} supports epsilon and v_prediction models, not "
+                             f"prediction_type={config.prediction_type!r}; use sampler='ddim'.")
+        self.config = config
+        alphas_bar = alphas_cumprod(config).astype(np.float64)
+        self.train_sigmas = np.sqrt((1 - alphas_bar) / alphas_bar)  # sigma(t), t = 0..T-1
+
+    def update(self, model_output, x, previous_x0, coefficients):
+        p, q, a, b, c = (coefficients[i] for i in range(1, 6))
+        x0 = p * x + q * model_output
+        return a * x + b * x0 + c * previous_x0, x0
+
+    def sigmas_at(self, timesteps):
+        """sigma(t) by linear interpolation in t, then a final 0 (diffusers' defaults)."""
+        grid = np.arange(len(self.train_sigmas))
+        return np.append(np.interp(timesteps, grid, self.train_sigmas), 0.0)
+
+
+class EulerSampler(LinearMultistepSampler):
+    """Euler's method on the probability-flow ODE in sigma (Karras et al. 2022, Algorithm 1)."""
+
+    def timesteps(self, num_steps):
+        total, offset = self.config.num_train_timesteps, self.config.steps_offset
+        spacing = self.config.timestep_spacing or "linspace"
+        if spacing == "linspace":
+            return np.linspace(0, total - 1, num_steps)[::-1].astype(np.float32)
+        if spacing == "leading":
+            ratio = total // num_steps
+            return ((np.arange(num_steps) * ratio).round()[::-1] + offset).astype(np.float32)
+        return (np.arange(total, 0, -total / num_steps).round() - 1).astype(np.float32)
+
+    def plan(self, num_steps):
+        timesteps = self.timesteps(num_steps)
+        sigmas = self.sigmas_at(timesteps.astype(np.float64))  # (n + 1,)
+        rows = []
+        for i in range(num_steps):
+            sigma, sigma_next = sigmas[i], sigmas[i + 1]
+            c_in = 1.0 / np.sqrt(sigma**2 + 1.0)
+            if self.config.prediction_type == "epsilon":
+                p, q = 1.0, -sigma  # x0 = x - sigma * eps
+            else:
+                p, q = 1.0 / (sigma**2 + 1.0), -sigma * c_in
+            dt = sigma_next - sigma  # x_next = x + (x - x0) / sigma * dt
+            rows.append((c_in, p, q, 1.0 + dt / sigma, -dt / sigma, 0.0))
+        spacing = self.config.timestep_spacing or "linspace"
+        max_sigma = float(sigmas.max())
+        init = max_sigma if spacing in ("linspace", "trailing") else float(np.sqrt(max_sigma**2 + 1))
+        return SamplerPlan(timesteps, np.asarray(rows, np.float32), init)
+
+
+class DPMSolverPlusPlus2M(LinearMultistepSampler):
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): second order from the previous x0 estimate,
+    first order on the first and the last step (the last goes to sigma = 0)."""
+
+    def timesteps(self, num_steps):
+        total, offset = self.config.num_train_timesteps, self.config.steps_offset
+        spacing = self.config.timestep_spacing or "linspace"
+        if spacing == "linspace":
+            steps = np.linspace(0, total - 1, num_steps + 1).round()[::-1][:-1]
+        elif spacing == "leading":
+            ratio = total // (num_steps + 1)
+            steps = (np.arange(num_steps + 1) * ratio).round()[::-1][:-1] + offset
+        else:
+            steps = np.arange(total, 0, -total / num_steps).round() - 1
+        return steps.astype(np.float32)
+
+    def plan(self, num_steps):
+        timesteps = self.timesteps(num_steps)
+        sigmas = self.sigmas_at(timesteps.astype(np.float64))  # (n + 1,), last 0
+
+        def alpha_sigma(sigma):
+            alpha = 1.0 / np.sqrt(sigma**2 + 1.0)
+            return alpha, sigma * alpha
+
+        def half_log_snr(sigma):
+            alpha, scaled_sigma = alpha_sigma(sigma)
+            return np.log(alpha) - np.log(scaled_sigma) if sigma > 0 else np.inf
+
+        rows = []
+        for i in range(num_steps):
+            alpha_s, sigma_s = alpha_sigma(sigmas[i])
+            if self.config.prediction_type == "epsilon":
+                p, q = 1.0 / alpha_s, -sigma_s / alpha_s  # x0 = (x - sigma_t eps) / alpha_t
+            else:
+                p, q = alpha_s, -sigma_s
+            alpha_t, sigma_t = alpha_sigma(sigmas[i + 1])
+            if sigmas[i + 1] == 0:  # the final step lands on x0 itself
+                rows.append((1.0, p, q, 0.0, 1.0, 0.0))
+                continue
+            h = half_log_snr(sigmas[i + 1]) - half_log_snr(sigmas[i])
+            a = sigma_t / sigma_s
+            b = -alpha_t * (np.exp(-h) - 1.0)
+            if i == 0:
+                rows.append((1.0, p, q, a, b, 0.0))
+                continue
+            r = (half_log_snr(sigmas[i]) - half_log_snr(sigmas[i - 1])) / h
+            # x_t = a x + b D0 + 0.5 b D1, D0 = x0, D1 = (x0 - x0_prev) / r
+            rows.append((1.0, p, q, a, b + 0.5 * b / r, -0.5 * b / r))
+        return SamplerPlan(timesteps, np.asarray(rows, np.float32), 1.0)
+
+
+def make_sampler(name, config):
+    classes = {"ddim": DDIMSampler, "euler": EulerSampler, "dpmpp_2m": DPMSolverPlusPlus2M}
+    if name not in classes:
+        raise ValueError(f"Unknown sampler {name!r}; choose one of {list(SAMPLERS)}.")
+    return classes[name](config)
+
+
+def run_plan(sampler, plan, model, x):
+    """Run a plan with a plain function ``model(x_scaled, t) -> output`` (numpy; for tests)."""
+    previous_x0 = np.zeros_like(x)
+    outputs = []
+    for t, coefficients in zip(plan.timesteps, plan.coefficients, strict=True):
+        output = model(coefficients[0] * x, t)
+        x, previous_x0 = (ops.convert_to_numpy(v) for v in
+                          sampler.update(output, x, previous_x0, coefficients))
+        outputs.append(x)
+    return outputs
