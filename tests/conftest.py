@@ -10,6 +10,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+# Parity tests append "component: max abs error" lines here; they are printed after the run.
+PARITY_LINES = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if PARITY_LINES:
+        terminalreporter.section("parity with diffusers: measured errors")
+        for line in PARITY_LINES:
+            terminalreporter.write_line(line)
+
 
 class NetworkBlocked(RuntimeError):
     pass

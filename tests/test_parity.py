@@ -10,6 +10,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import PARITY_LINES
 
 import sdlib
 from sdlib import checkpoint
@@ -38,14 +39,23 @@ def nhwc(array):
     return np.transpose(array, (0, 2, 3, 1))
 
 
-def report(name, actual, expected, tolerance, scale=1.0):
+def measure(name, actual, expected, tolerance, scale=1.0):
     """Max abs error, divided by ``scale`` (the size of the values) when they run large."""
+    assert actual.shape == expected.shape
     difference = np.asarray(actual, np.float64) - np.asarray(expected, np.float64)
     error = float(np.max(np.abs(difference))) / scale
-    print(f"[parity {keras.backend.backend()}] {name}: max abs error {error:.2e} "
-          f"(tolerance {tolerance:.0e})")
-    assert actual.shape == expected.shape
     assert error <= tolerance, f"{name}: max abs error {error:.3e} > {tolerance}"
+    return error
+
+
+def record(name, error, tolerance, kind="max abs error"):
+    line = f"[{keras.backend.backend()}] {name}: {kind} {error:.1e} (tolerance {tolerance:.0e})"
+    print(line)
+    PARITY_LINES.append(line)
+
+
+def report(name, actual, expected, tolerance, scale=1.0):
+    record(name, measure(name, actual, expected, tolerance, scale), tolerance)
 
 
 def test_tokenizer_from_checkpoint_folder(parts, golden, golden_info):
@@ -106,6 +116,7 @@ def test_ddim_steps(case, golden, golden_info):
     timesteps, alphas, alphas_prev = scheduler.step_alphas(steps)
     np.testing.assert_array_equal(timesteps, golden[f"ddim_{case}_timesteps"])
     sample = golden["ddim_sample"].astype(np.float32)
+    worst = 0.0
     for index, timestep in enumerate(timesteps):
         model_output = 0.1 * sample + timestep / 1000  # the fixture's dummy model
         sample, pred_original = scheduler.step(model_output, sample, alphas[index], alphas_prev[index])
@@ -113,10 +124,13 @@ def test_ddim_steps(case, golden, golden_info):
         expected_sample = golden[f"ddim_{case}_prev_sample"][index]
         expected_original = golden[f"ddim_{case}_pred_original_sample"][index]
         # float32 scheduler math: relative error to the values' size (x_0 estimates reach ~40).
-        report(f"ddim {case} step {index} prev_sample", sample, expected_sample, 1e-5,
-               scale=max(1.0, float(np.abs(expected_sample).max())))
-        report(f"ddim {case} step {index} pred_original", keras.ops.convert_to_numpy(pred_original),
-               expected_original, 1e-5, scale=max(1.0, float(np.abs(expected_original).max())))
+        worst = max(worst,
+                    measure(f"ddim {case} step {index} prev_sample", sample, expected_sample, 1e-5,
+                            scale=max(1.0, float(np.abs(expected_sample).max()))),
+                    measure(f"ddim {case} step {index} pred_original",
+                            keras.ops.convert_to_numpy(pred_original), expected_original, 1e-5,
+                            scale=max(1.0, float(np.abs(expected_original).max()))))
+    record(f"ddim {case}, {len(timesteps)} steps", worst, 1e-5, kind="max relative error")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ echo "== pytest (TensorFlow backend)"
 KERAS_BACKEND=tensorflow python -m pytest -q -rs --durations=10
 
 echo "== parity tests (JAX backend)"
-KERAS_BACKEND=jax python -m pytest -q -rs tests/test_parity.py tests/test_schedulers.py
+KERAS_BACKEND=jax python -m pytest -q -rs tests/test_parity.py tests/test_samplers.py
 
 if [ -d notebooks ] && ls notebooks/*.ipynb >/dev/null 2>&1; then
   echo "== notebooks and book (CI-sized)"
