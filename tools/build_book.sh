@@ -19,7 +19,7 @@ if [ "$mode" = "--ci" ]; then
   export SDLIB_CI=1 SDLIB_PRESET=${SDLIB_PRESET:-tiny}
   # nbmake skips any path containing "_build", so the executed copies live in ci-book/.
   src=ci-book/src
-  rm -rf "$src" && mkdir -p "$src"
+  rm -rf ci-book && mkdir -p "$src"
   cp -r _config.yml _toc.yml book notebooks "$src"/
   start=$(date +%s)
   # nbmake executes each notebook; --overwrite keeps the executed copy, which the book renders.
