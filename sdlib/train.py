@@ -99,13 +99,16 @@ class NoisedLatents(keras.utils.PyDataset):
 
 
 class PrintEvery(keras.callbacks.Callback):
+    """Log the loss every ``every`` steps, counting steps across epochs (Keras' batch index restarts)."""
+
     def __init__(self, every, label):
         super().__init__()
-        self.every, self.label, self.start = every, label, time.time()
+        self.every, self.label, self.start, self.steps = every, label, time.time(), 0
 
     def on_train_batch_end(self, batch, logs=None):
-        if (batch + 1) % self.every == 0:
-            print(f"  {self.label} step {batch + 1}: loss {logs['loss']:.4f} "
+        self.steps += 1
+        if self.steps % self.every == 0:
+            print(f"  {self.label} step {self.steps}: loss {logs['loss']:.4f} "
                   f"({time.time() - self.start:.0f} s)", flush=True)
 
 

@@ -52,3 +52,19 @@ def _block_network():
 @pytest.fixture(scope="session")
 def fixtures_dir():
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def golden():
+    """Arrays computed by diffusers on the tiny fixtures (tools/make_parity_fixtures.py)."""
+    import numpy as np
+
+    return np.load(FIXTURES / "golden.npz")
+
+
+@pytest.fixture(scope="session")
+def golden_info():
+    """How each golden array was made: prompts, configs, cases."""
+    import json
+
+    return json.loads((FIXTURES / "golden.json").read_text())

@@ -5,7 +5,6 @@ the same weights as an original-layout single file (fp32 and bf16), and golden o
 torch. Only numpy is needed here. Each test prints its max abs error (``pytest -s`` shows them).
 """
 
-import json
 
 import keras
 import numpy as np
@@ -18,16 +17,6 @@ from sdlib.schedulers import DDIMScheduler, SchedulerConfig
 
 FORWARD_TOLERANCE = 1e-4
 PIPELINE_TOLERANCE = 1e-3
-
-
-@pytest.fixture(scope="module")
-def golden(fixtures_dir):
-    return np.load(fixtures_dir / "golden.npz")
-
-
-@pytest.fixture(scope="module")
-def golden_info(fixtures_dir):
-    return json.loads((fixtures_dir / "golden.json").read_text())
 
 
 @pytest.fixture(scope="module")

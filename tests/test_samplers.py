@@ -13,16 +13,6 @@ from sdlib.schedulers import SchedulerConfig
 
 
 @pytest.fixture(scope="module")
-def golden(fixtures_dir):
-    return np.load(fixtures_dir / "golden.npz")
-
-
-@pytest.fixture(scope="module")
-def info(fixtures_dir):
-    return json.loads((fixtures_dir / "golden.json").read_text())
-
-
-@pytest.fixture(scope="module")
 def config(fixtures_dir):
     raw = json.loads((fixtures_dir / "tiny-sd" / "scheduler" / "scheduler_config.json").read_text())
     return SchedulerConfig.from_diffusers(raw)
@@ -30,12 +20,12 @@ def config(fixtures_dir):
 
 @pytest.mark.parametrize("name", ["euler", "dpmpp_2m"])
 @pytest.mark.parametrize("steps", [5, 12])
-def test_sampler_matches_diffusers_step_by_step(name, steps, config, golden, info):
+def test_sampler_matches_diffusers_step_by_step(name, steps, config, golden, golden_info):
     sampler = make_sampler(name, config)
     plan = sampler.plan(steps)
     key = f"{name}_{steps}"
     np.testing.assert_allclose(plan.timesteps, golden[f"{key}_timesteps"])
-    assert plan.init_noise_sigma == pytest.approx(info["samplers"]["runs"][key]["init_noise_sigma"],
+    assert plan.init_noise_sigma == pytest.approx(golden_info["samplers"]["runs"][key]["init_noise_sigma"],
                                                   rel=1e-6)
     x = golden["ddim_sample"] * plan.init_noise_sigma
     outputs = run_plan(sampler, plan, lambda scaled, t: 0.1 * scaled + t / 1000, x)
@@ -65,10 +55,10 @@ def test_unknown_sampler_is_named(config):
 
 
 @pytest.mark.parametrize("name", ["euler", "dpmpp_2m"])
-def test_pipeline_with_sampler_matches_diffusers(name, fixtures_dir, golden, info):
+def test_pipeline_with_sampler_matches_diffusers(name, fixtures_dir, golden, golden_info):
     pipe = sdlib.StableDiffusion.from_pretrained(str(fixtures_dir / "tiny-sd"), img_height=32,
                                                  img_width=48, jit_compile=False)
-    spec = info["pipeline"]["cases"]["a"]
+    spec = golden_info["pipeline"]["cases"]["a"]
     noise = np.transpose(golden["pipe_a_noise"], (0, 2, 3, 1))
     images = pipe.text_to_image(spec["prompt"][0], num_steps=4, guidance_scale=spec["guidance_scale"],
                                 diffusion_noise=noise, sampler=name, verbose=False)
