@@ -167,11 +167,14 @@ def load_state_dict(model, state_dict, component, source="checkpoint"):
             f"config: " + "; ".join(problems) + ". Check that the config and the weights belong "
             "to the same model."
         )
+    # Convert each tensor once, and refuse non-finite ones before anything is assigned, so a bad
+    # file never leaves the model half loaded.
+    converted = {name: array.astype(mapping[name][0].dtype) for name, array in converted.items()}
     for name, array in converted.items():
-        variable, _ = mapping[name]
-        if not np.all(np.isfinite(array.astype(np.float32))):
+        if not np.all(np.isfinite(array)):
             raise CheckpointError(f"{source}: tensor {name} of the {component} holds NaN or inf.")
-        variable.assign(array.astype(variable.dtype))
+    for name, array in converted.items():
+        mapping[name][0].assign(array)
 
 
 def _torch_shape(shape, layout):
