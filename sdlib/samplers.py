@@ -64,6 +64,10 @@ class LinearMultistepSampler:
                              f"prediction_type={config.prediction_type!r}; use sampler='ddim'.")
         self.config = config
         alphas_bar = alphas_cumprod(config).astype(np.float64)
+        if config.rescale_betas_zero_snr:
+            # Zero terminal SNR makes sigma(T) infinite; diffusers' Euler and DPM-Solver use the
+            # smallest float16 subnormal instead, so the first sigma is large (4096) but finite.
+            alphas_bar[-1] = 2.0**-24
         self.train_sigmas = np.sqrt((1 - alphas_bar) / alphas_bar)  # sigma(t), t = 0..T-1
 
     def update(self, model_output, x, previous_x0, coefficients):

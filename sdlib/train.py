@@ -70,15 +70,24 @@ class DiffusionTrainer(keras.Model):
 
 
 class NoisedLatents(keras.utils.PyDataset):
-    """Batches of (x_t, t, caption ids) -> epsilon, drawn fresh each step (Ho et al. 2020, Alg. 1)."""
+    """Batches of (x_t, t, caption ids) -> target, drawn fresh each step (Ho et al. 2020, Alg. 1).
+
+    The target is the noise epsilon, or with ``prediction_type="v_prediction"`` the velocity
+    v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022, sec. 4), which stays
+    meaningful at the zero-SNR last timestep where x_t is pure noise (Lin et al. 2023).
+    """
 
     def __init__(self, latents, token_ids, empty_ids, alphas_bar, batch_size, steps, seed,
-                 caption_dropout=0.1):
+                 caption_dropout=0.1, prediction_type="epsilon"):
         super().__init__()
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got "
+                             f"{prediction_type!r}")
         self.latents, self.token_ids, self.empty_ids = latents, token_ids, empty_ids
         self.alphas_bar = alphas_bar.astype(np.float32)
         self.batch_size, self.steps, self.seed = batch_size, steps, seed
         self.caption_dropout = caption_dropout
+        self.prediction_type = prediction_type
 
     def __len__(self):
         return self.steps
@@ -95,7 +104,11 @@ class NoisedLatents(keras.utils.PyDataset):
         ids[rng.random(self.batch_size) < self.caption_dropout] = self.empty_ids
         inputs = {"noisy_latents": noisy.astype(np.float32), "timesteps": timesteps.astype(np.int32),
                   "token_ids": ids.astype(np.int32)}
-        return inputs, noise
+        if self.prediction_type == "v_prediction":
+            target = np.sqrt(alpha_bar) * noise - np.sqrt(1.0 - alpha_bar) * x0
+        else:
+            target = noise
+        return inputs, target.astype(np.float32)
 
 
 class PrintEvery(keras.callbacks.Callback):
@@ -162,7 +175,7 @@ def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler
     keras.utils.set_random_seed(seed)
     trainer = DiffusionTrainer(text_encoder, unet)
     data = NoisedLatents(latents, token_ids, empty_ids, alphas_cumprod(scheduler_config),
-                         batch_size, steps, seed)
+                         batch_size, steps, seed, prediction_type=scheduler_config.prediction_type)
     optimizer = keras.optimizers.AdamW(cosine_schedule(learning_rate, steps, 200), weight_decay=1e-2,
                                        global_clipnorm=1.0, use_ema=True, ema_momentum=ema_momentum)
     trainer.compile(optimizer=optimizer, loss="mse", jit_compile=jit_compile)

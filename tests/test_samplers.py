@@ -67,3 +67,24 @@ def test_pipeline_with_sampler_matches_diffusers(name, fixtures_dir, golden, gol
     assert difference <= 1 / 255 + 1e-6
     PARITY_LINES.append(f"[{keras.backend.backend()}] pipeline with {name}, 4 steps: max abs error "
                         f"{difference:.1e} on [0, 1] images (tolerance 1 uint8 level)")
+
+
+@pytest.mark.parametrize("name", ["ddim", "euler", "dpmpp_2m"])
+@pytest.mark.parametrize("steps", [5, 12])
+def test_zero_terminal_snr_v_prediction_matches_diffusers(name, steps, fixtures_dir):
+    """The mini-shapes schedule (Lin et al. 2023): rescaled betas, v-prediction, trailing steps.
+    Euler and DPM-Solver start from sigma 4096 (alpha_bar_T clamped to 2**-24, as diffusers does)."""
+    info = json.loads((fixtures_dir / "zero_snr.json").read_text())
+    reference = np.load(fixtures_dir / "zero_snr.npz")
+    sampler = make_sampler(name, SchedulerConfig.from_diffusers(info["config"]))
+    plan = sampler.plan(steps)
+    key = f"{name}_{steps}"
+    np.testing.assert_allclose(plan.timesteps, reference[f"{key}_timesteps"])
+    assert plan.init_noise_sigma == pytest.approx(info["runs"][key]["init_noise_sigma"], rel=1e-6)
+    outputs = run_plan(sampler, plan, lambda scaled, t: 0.1 * scaled + t / 1000,
+                       reference["start"] * plan.init_noise_sigma)
+    worst = max(np.abs(ours - theirs).max() / max(1.0, np.abs(theirs).max())
+                for ours, theirs in zip(outputs, reference[f"{key}_prev_sample"], strict=True))
+    assert worst < 1e-5, f"{key}: {worst:.2e}"
+    PARITY_LINES.append(f"[{keras.backend.backend()}] zero-SNR v-prediction {name}, {steps} steps: "
+                        f"max relative error {worst:.1e} (tolerance 1e-05)")

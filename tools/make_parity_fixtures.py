@@ -2,8 +2,8 @@
 
 A maintainer's script, run by hand in an environment with torch, diffusers and transformers (no network):
 
-    /work/refenv/bin/python tools/make_parity_fixtures.py            # writes tests/fixtures/
-    /work/refenv/bin/python tools/make_parity_fixtures.py --out DIR  # writes DIR/ instead
+    refenv/bin/python tools/make_parity_fixtures.py            # writes tests/fixtures/
+    refenv/bin/python tools/make_parity_fixtures.py --out DIR  # writes DIR/ instead
 
 It writes, under the output folder:
 
@@ -48,7 +48,7 @@ BPE_PATH = REPO_ROOT / "sdlib" / "assets" / "bpe_simple_vocab_16e6.txt.gz"
 # All 1,130 tensors of the real SD v1.5 (single-file key, diffusers key, shape), to check our key map.
 KEYMAP_PATHS = [
     REPO_ROOT / "tests" / "fixtures" / "sd15_keymap.tsv",
-    Path("/work/shared/reference/sd15_keymap_full.tsv"),
+    REPO_ROOT.parent / "shared" / "reference" / "sd15_keymap_full.tsv",  # beside a checkout
 ]
 SEED = 20240601
 NUM_MERGES = 450

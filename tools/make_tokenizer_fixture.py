@@ -3,7 +3,7 @@
 A maintainer's script, run by hand in an environment with transformers (never imported by sdlib or
 its tests):
 
-    /work/refenv/bin/python tools/make_tokenizer_fixture.py
+    refenv/bin/python tools/make_tokenizer_fixture.py
 
 It derives vocab.json and merges.txt from OpenAI's bpe_simple_vocab_16e6.txt.gz exactly as CLIP's
 `simple_tokenizer.py` builds its vocab, loads them the way diffusers does
