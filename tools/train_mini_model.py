@@ -22,9 +22,9 @@ def main():
     parser.add_argument("--out", default=str(presets.MINI_SHAPES_WEIGHTS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-images", type=int, default=40_000)
-    parser.add_argument("--vae-steps", type=int, default=3600)
+    parser.add_argument("--vae-steps", type=int, default=2400)
     parser.add_argument("--vae-batch-size", type=int, default=32)
-    parser.add_argument("--diffusion-steps", type=int, default=10_000)
+    parser.add_argument("--diffusion-steps", type=int, default=7200)
     parser.add_argument("--diffusion-batch-size", type=int, default=64)
     args = parser.parse_args()
 
