@@ -19,6 +19,9 @@ def save_png(image, path, overwrite=False):
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".sdlib-", suffix=".png")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a saved image gets normal permissions
     try:
         with os.fdopen(handle, "wb") as stream:
             Image.fromarray(image).save(stream, format="PNG")

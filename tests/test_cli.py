@@ -18,6 +18,17 @@ def test_generate_writes_a_png(tmp_path, capsys):
     assert "saved" in capsys.readouterr().out
 
 
+def test_saved_png_has_ordinary_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = save_png(np.zeros((8, 8, 3), np.uint8), tmp_path / "shared.png")
+    finally:
+        os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
 def test_existing_file_is_not_overwritten_without_the_flag(tmp_path, capsys):
     out = tmp_path / "image.png"
     out.write_bytes(b"my precious drawing")

@@ -1,0 +1,456 @@
+"""sdlib against its peers, keras-cv and diffusers: the same work, in the same run, random weights.
+
+    pip install -r benchmarks/requirements-peers.txt      # peers: benchmarks only, never sdlib's
+    python benchmarks/bench_peers.py --size 256                         # text, UNet, VAE: all modes
+    python benchmarks/bench_peers.py --size 512 --components unet vae
+    python benchmarks/bench_peers.py --size 256 --components pipeline --steps 50
+
+Every row runs in a fresh Python process: import, build (random weights: compute time does not depend
+on their values), first call (tracing and compiling included), one warm-up call, then ``--repeats``
+timed calls (median, min, max). The work is Stable Diffusion v1.5 at ``--size``:
+
+- ``text``: the text encoder on 2 x 77 tokens (a prompt and the empty prompt);
+- ``unet``: one guided denoising step, that is the UNet on a batch of 2 (keras-cv calls it twice with
+  batch 1, its own way); sdlib's row is its whole compiled step, sampler update included;
+- ``vae``: the VAE decoder on one latent;
+- ``pipeline``: ``text_to_image`` of one image with ``--steps`` steps, each library's own call
+  (keras-cv: its 50-step DDIM loop; diffusers: ``StableDiffusionPipeline`` with DDIM, or with
+  ``--sampler dpmpp_2m`` its DPMSolverMultistepScheduler).
+
+A matmul peak (4096^2, float32 and bfloat16, TensorFlow and torch) is measured in the same run; GFLOP/s
+uses FLOP counts of the diffusers models (``FLOPS`` below). The table gives each row's ratio to the
+best peer row of the same component. JSON with device, versions and date goes to
+``benchmarks/results/peers-<size>-<date>.json``.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROMPT = "a photograph of an astronaut riding a horse"
+
+# GFLOP per call, counted with torch.utils.flop_counter.FlopCounterMode on diffusers 0.42.1 /
+# transformers 5.24 models with explicit (bmm) attention: matmuls, convolutions and attention at
+# 2 FLOP per multiply-add; norms and element-wise work not counted. Keys: (component, latent side).
+FLOPS = {
+    ("text", None): 26.6,  # 2 x 77 tokens
+    ("unet", 32): 360.2, ("unet", 64): 1606.5,  # batch 2
+    ("vae", 32): 622.2, ("vae", 64): 2514.5,  # decoder, batch 1
+}
+
+# (library, mode) -> how to build it. "mixed" is bfloat16 on CPU (float16 on GPU).
+MODES = {
+    "sdlib": {"Standard": (False, "float32"), "Mixed precision": (False, "mixed"),
+              "XLA": (True, "float32"), "XLA + mixed precision": (True, "mixed")},
+    "keras-cv": {"Standard": (False, "float32"), "Mixed precision": (False, "mixed"),
+                 "XLA": (True, "float32"), "XLA + mixed precision": (True, "mixed")},
+    "diffusers": {"eager float32": (False, "float32"), "eager bfloat16": (False, "bfloat16")},
+}
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_calls(fn, repeats):
+    start = time.perf_counter()
+    fn()
+    first_s = time.perf_counter() - start
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"first_s": first_s, "median_s": statistics.median(times), "min_s": min(times),
+            "max_s": max(times), "times": times}
+
+
+# === Workers: one (library, mode, component) each, in its own process ===
+
+
+def _gpu():
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
+def run_sdlib(spec):
+    start = time.perf_counter()
+    import keras
+    import numpy as np
+    from keras import ops
+
+    import sdlib
+    import_s = time.perf_counter() - start
+    jit, precision = MODES["sdlib"][spec["mode"]]
+    dtype = None if precision == "float32" else ("mixed_float16" if _gpu() else "mixed_bfloat16")
+    size = spec["size"]
+    start = time.perf_counter()
+    pipe = sdlib.StableDiffusion.from_preset("sd-v1-5", img_height=size, img_width=size,
+                                             jit_compile=jit, load_weights=False, dtype=dtype)
+    build_s = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    latent = ops.convert_to_tensor(rng.standard_normal((1, *pipe.latent_shape)), "float32")
+    component = spec["component"]
+    if component == "text":
+        def call():
+            return pipe.encode_text([PROMPT, ""])
+    elif component == "unet":
+        # One guided step exactly as text_to_image runs it (sdlib's compiled step for DDIM).
+        step_fn = pipe._step_fns["ddim"]
+        context = ops.convert_to_tensor(rng.standard_normal((2, 77, 768)), "float32")
+        plan = pipe._samplers["ddim"].plan(50)
+        timestep = ops.convert_to_tensor(plan.timesteps[0], "float32")
+        coefficients = ops.convert_to_tensor(plan.coefficients[0])
+        guidance = ops.convert_to_tensor(7.5, "float32")
+
+        def call():
+            return keras.ops.convert_to_numpy(
+                step_fn(latent, ops.zeros_like(latent), context, timestep, coefficients, guidance)[0])
+    elif component == "vae":
+        def call():
+            return keras.ops.convert_to_numpy(pipe._decode_fn(latent))
+    else:
+        def call():
+            return pipe.text_to_image(PROMPT, num_steps=spec["steps"], sampler=spec["sampler"],
+                                      seed=0, verbose=False)
+    return {"import_s": import_s, "build_s": build_s, **time_calls(call, spec["repeats"]),
+            "library_version": sdlib.__version__ if hasattr(sdlib, "__version__") else "repo",
+            "keras": keras.__version__}
+
+
+def run_kerascv(spec):
+    start = time.perf_counter()
+    import keras
+    import numpy as np
+
+    jit, precision = MODES["keras-cv"][spec["mode"]]
+    if precision == "mixed":
+        keras.mixed_precision.set_global_policy("mixed_float16" if _gpu() else "mixed_bfloat16")
+    import keras_cv
+    from keras_cv.src.models.stable_diffusion import stable_diffusion as sd_module
+    from keras_cv.src.models.stable_diffusion.clip_tokenizer import SimpleTokenizer
+    from keras_cv.src.models.stable_diffusion.decoder import Decoder
+    from keras_cv.src.models.stable_diffusion.diffusion_model import DiffusionModel
+    from keras_cv.src.models.stable_diffusion.text_encoder import TextEncoder
+    import_s = time.perf_counter() - start
+
+    class RandomWeights(keras_cv.models.StableDiffusion):
+        """keras-cv's own StableDiffusion, with its models built without downloading weights."""
+
+        @property
+        def text_encoder(self):
+            if self._text_encoder is None:
+                self._text_encoder = TextEncoder(sd_module.MAX_PROMPT_LENGTH, download_weights=False)
+                if self.jit_compile:
+                    self._text_encoder.compile(jit_compile=True)
+            return self._text_encoder
+
+        @property
+        def diffusion_model(self):
+            if self._diffusion_model is None:
+                self._diffusion_model = DiffusionModel(self.img_height, self.img_width,
+                                                       sd_module.MAX_PROMPT_LENGTH,
+                                                       download_weights=False)
+                if self.jit_compile:
+                    self._diffusion_model.compile(jit_compile=True)
+            return self._diffusion_model
+
+        @property
+        def decoder(self):
+            if self._decoder is None:
+                self._decoder = Decoder(self.img_height, self.img_width, download_weights=False)
+                if self.jit_compile:
+                    self._decoder.compile(jit_compile=True)
+            return self._decoder
+
+        @property
+        def tokenizer(self):
+            if self._tokenizer is None:  # the same BPE file, shipped with sdlib (no download)
+                self._tokenizer = SimpleTokenizer(
+                    bpe_path=str(REPO_ROOT / "sdlib" / "assets" / "bpe_simple_vocab_16e6.txt.gz"))
+            return self._tokenizer
+
+    size = spec["size"]
+    start = time.perf_counter()
+    model = RandomWeights(img_width=size, img_height=size, jit_compile=jit)
+    component = spec["component"]
+    built = {"text": lambda: model.text_encoder, "unet": lambda: model.diffusion_model,
+             "vae": lambda: model.decoder,
+             "pipeline": lambda: (model.text_encoder, model.diffusion_model, model.decoder)}
+    built[component]()
+    build_s = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    latent = rng.standard_normal((1, size // 8, size // 8, 4)).astype("float32")
+    if component == "text":
+        tokens = np.full((1, 77), 49407, "int32")
+        positions = np.arange(77, dtype="int32")[None]
+
+        def call():  # keras-cv encodes the prompt and the empty prompt in two calls
+            model.text_encoder.predict_on_batch({"tokens": tokens, "positions": positions})
+            return model.text_encoder.predict_on_batch({"tokens": tokens, "positions": positions})
+    elif component == "unet":
+        context = rng.standard_normal((1, 77, 768)).astype("float32")
+        embedding = model._get_timestep_embedding(981, 1)
+
+        def call():  # one guided step as keras-cv's generate_image runs it: two batch-1 calls
+            inputs = {"latent": latent, "timestep_embedding": embedding, "context": context}
+            unconditional = model.diffusion_model.predict_on_batch(inputs)
+            conditional = model.diffusion_model.predict_on_batch(inputs)
+            return unconditional + 7.5 * (conditional - unconditional)
+    elif component == "vae":
+        def call():
+            return model.decoder.predict_on_batch(latent)
+    else:
+        if spec["sampler"] != "ddim":
+            raise ValueError("keras-cv has only its DDIM loop")
+
+        def call():
+            return model.text_to_image(PROMPT, batch_size=1, num_steps=spec["steps"], seed=0)
+    return {"import_s": import_s, "build_s": build_s, **time_calls(call, spec["repeats"]),
+            "library_version": keras_cv.__version__, "keras": keras.__version__}
+
+
+def run_diffusers(spec):
+    start = time.perf_counter()
+    import diffusers
+    import torch
+    import transformers
+
+    torch.set_num_interop_threads(1)
+    import_s = time.perf_counter() - start
+    _, precision = MODES["diffusers"][spec["mode"]]
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[precision]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and dtype == torch.bfloat16:
+        dtype = torch.float16
+    size, component = spec["size"], spec["component"]
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    configs = json.loads((Path(__file__).parent / "sd15_configs.json").read_text())
+    parts = {}
+    if component in ("text", "pipeline"):
+        parts["text_encoder"] = transformers.CLIPTextModel(
+            transformers.CLIPTextConfig(**configs["text_encoder"]))
+    if component in ("unet", "pipeline"):
+        parts["unet"] = diffusers.UNet2DConditionModel(**configs["unet"])
+    if component in ("vae", "pipeline"):
+        parts["vae"] = diffusers.AutoencoderKL(**configs["vae"])
+    for part in parts.values():
+        part.to(device=device, dtype=dtype).eval()
+    build_s = time.perf_counter() - start
+    generator = torch.Generator().manual_seed(0)
+    latent = torch.randn((1, 4, size // 8, size // 8), generator=generator).to(device, dtype)
+    if component == "text":
+        tokens = torch.full((2, 77), 49407, dtype=torch.long, device=device)
+
+        def call():
+            return parts["text_encoder"](tokens)[0]
+    elif component == "unet":
+        context = torch.randn((2, 77, 768), generator=generator).to(device, dtype)
+        batch = torch.cat([latent, latent])
+
+        def call():
+            return parts["unet"](batch, 981, encoder_hidden_states=context).sample
+    elif component == "vae":
+        def call():
+            return parts["vae"].decode(latent).sample
+    else:
+        scheduler_class = {"ddim": diffusers.DDIMScheduler,
+                           "dpmpp_2m": diffusers.DPMSolverMultistepScheduler,
+                           "euler": diffusers.EulerDiscreteScheduler}[spec["sampler"]]
+        tokenizer = transformers.CLIPTokenizer.from_pretrained(
+            str(REPO_ROOT / "tests" / "fixtures" / "tiny-sd" / "tokenizer"))  # pads to 77 tokens
+        pipe = diffusers.StableDiffusionPipeline(
+            scheduler=scheduler_class.from_config(configs["scheduler"]), tokenizer=tokenizer,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False, **parts)
+        pipe.set_progress_bar_config(disable=True)
+
+        def call():
+            return pipe(PROMPT, num_inference_steps=spec["steps"], height=size, width=size,
+                        generator=torch.Generator().manual_seed(0), output_type="np").images
+
+    def synced():
+        with torch.inference_mode():
+            out = call()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    return {"import_s": import_s, "build_s": build_s, **time_calls(synced, spec["repeats"]),
+            "library_version": diffusers.__version__, "torch": torch.__version__}
+
+
+def run_peak(spec):
+    """Matmul peak, 4096^2: TensorFlow (oneDNN) or torch, float32 and bfloat16."""
+    n = 4096
+    rows = {}
+    if spec["framework"] == "tensorflow":
+        import tensorflow as tf
+
+        for dtype in ("float32", "bfloat16"):
+            a = tf.random.normal((n, n), dtype="float32")
+            a = tf.cast(a, dtype)
+            timing = time_calls(lambda a=a: tf.linalg.matmul(a, a).numpy(), 3)
+            rows[dtype] = 2 * n**3 / timing["median_s"] / 1e9
+    else:
+        import torch
+
+        for dtype in (torch.float32, torch.bfloat16):
+            a = torch.randn((n, n)).to(dtype)
+            timing = time_calls(lambda a=a: torch.mm(a, a), 3)
+            rows[str(dtype).replace("torch.", "")] = 2 * n**3 / timing["median_s"] / 1e9
+    return {"gflops": rows}
+
+
+WORKERS = {"sdlib": run_sdlib, "keras-cv": run_kerascv, "diffusers": run_diffusers, "peak": run_peak}
+
+
+def worker_main(spec):
+    result = WORKERS[spec["library"]](spec)
+    result["peak_rss_mb"] = peak_rss_mb()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# === The driver ===
+
+
+def run_in_subprocess(spec, python, timeout):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    start = time.perf_counter()
+    try:
+        done = subprocess.run([python, __file__, "--worker", json.dumps(spec)], env=env,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {**spec, "error": f"timed out after {timeout} s"}
+    process_s = time.perf_counter() - start
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return {**spec, **json.loads(line[len("RESULT "):]), "process_s": process_s}
+    return {**spec, "error": (done.stderr or done.stdout)[-1500:]}
+
+
+def gflops(row):
+    latent = row["size"] // 8
+    key = ("text", None) if row["component"] == "text" else (row["component"], latent)
+    if key not in FLOPS or "median_s" not in row:
+        return None
+    return FLOPS[key] / row["median_s"]
+
+
+def format_table(rows, peaks):
+    """Markdown: per component, each row's warm median, cold start, ratio to the best peer row."""
+    lines = ["| component | library | mode | warm median s | first call s | cold s | vs best peer |"
+             " GFLOP/s | % of peak | peak RSS MiB |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    peak32 = max((p.get("float32", 0) for p in peaks.values()), default=0)
+    peak16 = max((p.get("bfloat16", 0) for p in peaks.values()), default=0)
+    for component in dict.fromkeys(row["component"] for row in rows):
+        group = [row for row in rows if row["component"] == component]
+        peer_times = [row["median_s"] for row in group
+                      if row["library"] != "sdlib" and "median_s" in row]
+        best_peer = min(peer_times) if peer_times else None
+        for row in group:
+            if "error" in row:
+                lines.append(f"| {component} | {row['library']} | {row['mode']} | failed: "
+                             f"{row['error'].strip().splitlines()[-1][:80]} | | | | | | |")
+                continue
+            cold = row["import_s"] + row["build_s"] + row["first_s"]
+            ratio = f"{row['median_s'] / best_peer:.2f}x" if best_peer else "-"
+            rate = gflops(row)
+            half = "mixed" in row["mode"].lower() or "bfloat16" in row["mode"]
+            peak = peak16 if half else peak32
+            share = f"{100 * rate / peak:.0f}%" if rate and peak else "-"
+            lines.append(f"| {component} | {row['library']} | {row['mode']} | {row['median_s']:.3f} | "
+                         f"{row['first_s']:.2f} | {cold:.1f} | {ratio} | "
+                         f"{f'{rate:.0f}' if rate else '-'} | {share} | {row['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--components", nargs="+", default=["text", "unet", "vae"],
+                        choices=["text", "unet", "vae", "pipeline"])
+    parser.add_argument("--libraries", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--modes", nargs="+", default=None, help="only these modes (names above)")
+    parser.add_argument("--steps", type=int, default=50, help="pipeline rows: denoising steps")
+    parser.add_argument("--sampler", default="ddim", choices=["ddim", "euler", "dpmpp_2m"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--torch-python", default=sys.executable,
+                        help="interpreter with torch + diffusers (default: this one)")
+    parser.add_argument("--timeout", type=int, default=1800)
+    parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/...)")
+    args = parser.parse_args()
+    if args.worker:
+        return worker_main(json.loads(args.worker))
+
+    peaks = {}
+    for framework, python in (("tensorflow", sys.executable), ("torch", args.torch_python)):
+        result = run_in_subprocess({"library": "peak", "framework": framework}, python, 300)
+        if "gflops" in result:
+            peaks[framework] = result["gflops"]
+            print(f"matmul peak ({framework}): "
+                  + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result["gflops"].items()), flush=True)
+    rows = []
+    for component in args.components:
+        for library in args.libraries:
+            if component == "pipeline" and library == "keras-cv" and args.sampler != "ddim":
+                continue
+            for mode in MODES[library]:
+                if args.modes and mode not in args.modes:
+                    continue
+                spec = {"library": library, "mode": mode, "component": component,
+                        "size": args.size, "steps": args.steps, "sampler": args.sampler,
+                        "repeats": args.repeats}
+                python = args.torch_python if library == "diffusers" else sys.executable
+                row = run_in_subprocess(spec, python, args.timeout)
+                rows.append(row)
+                status = row.get("error", "").strip().splitlines()[-1:] or [
+                    f"warm {row['median_s']:.3f} s, first {row['first_s']:.2f} s"]
+                print(f"{component:8} {library:9} {mode:22} {status[0]}", flush=True)
+    print()
+    print(format_table(rows, peaks))
+    date = datetime.datetime.now(datetime.timezone.utc)
+    record = {"benchmark": "bench_peers", "date": date.isoformat(timespec="seconds"),
+              "size": args.size, "device": device_description(), "python": platform.python_version(),
+              "command": " ".join(sys.argv), "peaks_gflops": peaks, "flops_gflop": {
+                  f"{c}@{s}": v for (c, s), v in FLOPS.items()}, "rows": rows}
+    out = Path(args.out) if args.out else RESULTS / f"peers-{args.size}-{date:%Y-%m-%d}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        out = out.with_name(f"{out.stem}-{date:%H%M%S}{out.suffix}")  # never replace an archive
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"\nwrote {out}")
+
+
+def device_description():
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+if __name__ == "__main__":
+    main()

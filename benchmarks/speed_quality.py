@@ -1,0 +1,91 @@
+"""Speed against quality on mini-shapes: prompt adherence (sdlib's judge) and warm time for each sampler,
+step count and precision, so that "faster" is never "worse" unknowingly.
+
+    python benchmarks/speed_quality.py                            # DDIM/Euler/DPM++ x steps, fp32 + bf16
+    python benchmarks/speed_quality.py --prompts 60 --steps 10 25 50 --no-bf16
+
+For each setting: the same canonical prompts (drawn uniformly, `shapes.canonical_prompts(seed=1)`), the
+same starting noise, DDIM/Euler/DPM-Solver++(2M) at guidance 7.5. Adherence is per attribute and
+"all3" (color, shape and position right together). Time is the warm median of one batch of
+`--time-batch` images. Prints a table with each row's all3 against DDIM 50 steps in float32, and the
+fewest steps per sampler within 2 points of it; writes JSON to benchmarks/results/.
+"""
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import keras
+
+import sdlib
+from sdlib import bench, judge, shapes
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=150)
+    parser.add_argument("--samplers", nargs="+", default=["ddim", "euler", "dpmpp_2m"])
+    parser.add_argument("--steps", type=int, nargs="+", default=[8, 10, 15, 20, 25, 50])
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--no-bf16", action="store_true", help="float32 only")
+    parser.add_argument("--time-batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    prompts = shapes.canonical_prompts(args.prompts, seed=1, held_out=None)
+    the_judge = judge.ShapesJudge.from_pretrained()
+    precisions = ["float32"] if args.no_bf16 else ["float32", bench.mixed_policy()]
+    rows = []
+    for precision in precisions:
+        pipe = sdlib.StableDiffusion.from_preset(
+            "mini-shapes", dtype=None if precision == "float32" else precision)
+        for sampler in args.samplers:
+            for steps in args.steps:
+                scores, _ = judge.measure_adherence(pipe, prompts, judge=the_judge, seed=100,
+                                                    num_steps=steps, guidance_scale=args.guidance,
+                                                    sampler=sampler)
+                timing = bench.time_call(
+                    lambda p=pipe, n=steps, s=sampler: p.text_to_image(
+                        prompts[: args.time_batch], num_steps=n, sampler=s, seed=0, verbose=False),
+                    repeats=args.repeats)
+                row = {"precision": precision, "sampler": sampler, "steps": steps,
+                       "warm_median_s": timing["median_s"], **scores}
+                rows.append(row)
+                print(f"{precision:15} {sampler:9} {steps:3d} steps: all3 {100 * scores['all3']:5.1f}% "
+                      f"(color {100 * scores['color']:.0f}, shape {100 * scores['shape']:.0f}, "
+                      f"position {100 * scores['position']:.0f}), {timing['median_s']:.3f} s "
+                      f"for {args.time_batch} images", flush=True)
+
+    reference = next(r for r in rows if r["precision"] == "float32" and r["sampler"] == "ddim"
+                     and r["steps"] == max(args.steps))
+    print(f"\n| precision | sampler | steps | all3 % | vs DDIM {reference['steps']} fp32 | color | shape |"
+          " position | warm s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['precision']} | {r['sampler']} | {r['steps']} | {100 * r['all3']:.1f} | "
+              f"{100 * (r['all3'] - reference['all3']):+.1f} | {100 * r['color']:.1f} | "
+              f"{100 * r['shape']:.1f} | {100 * r['position']:.1f} | {r['warm_median_s']:.3f} |")
+    fewest = {}
+    for r in rows:
+        if r["precision"] == "float32" and r["all3"] >= reference["all3"] - 0.02:
+            fewest[r["sampler"]] = min(fewest.get(r["sampler"], 10**6), r["steps"])
+    print("\nfewest steps within 2 points of DDIM", reference["steps"], "(float32):", fewest)
+
+    date = datetime.datetime.now(datetime.timezone.utc)
+    record = {"benchmark": "speed_quality", "preset": "mini-shapes", "date": date.isoformat(
+        timespec="seconds"), "device": bench._provenance(pipe)["device"],
+        "backend": keras.backend.backend(), "keras": keras.__version__, "prompts": args.prompts,
+        "guidance": args.guidance, "command": " ".join(sys.argv), "fewest_steps_within_2_points": fewest,
+        "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"speed-quality-mini-shapes-{date:%Y-%m-%d-%H%M}.json"
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
