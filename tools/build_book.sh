@@ -14,6 +14,14 @@ if [ "${SDLIB_SKIP_INSTALL:-0}" != "1" ]; then
   python -m pip install -q --no-deps -e .
 fi
 export TF_CPP_MIN_LOG_LEVEL=3
+# TensorFlow 2.21 prints C++ start-up logs (oneDNN, CUDA probing) that ignore TF_CPP_MIN_LOG_LEVEL, and
+# ipykernel would copy them into the first cell's output. With capture_fd_output off they stay in this
+# script's log; Python's own warnings still show in the cells.
+IPYTHONDIR=$(mktemp -d)
+export IPYTHONDIR
+trap 'rm -rf "$IPYTHONDIR"' EXIT
+mkdir -p "$IPYTHONDIR/profile_default"
+echo "c.IPKernelApp.capture_fd_output = False" > "$IPYTHONDIR/profile_default/ipython_kernel_config.py"
 
 if [ "$mode" = "--ci" ]; then
   export SDLIB_CI=1 SDLIB_PRESET=${SDLIB_PRESET:-tiny}
@@ -34,4 +42,5 @@ else
   start=$(date +%s)
   jupyter-book build . -W --keep-going
   echo "book built (every chapter executed) in $(( $(date +%s) - start )) s: _build/html/index.html"
+  echo "(maintainers: python tools/store_outputs.py copies the fresh outputs into notebooks/)"
 fi
