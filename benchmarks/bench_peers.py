@@ -17,6 +17,9 @@ timed calls (median, min, max). The work is Stable Diffusion v1.5 at ``--size``:
   (keras-cv: its 50-step DDIM loop; diffusers: ``StableDiffusionPipeline`` with DDIM, or with
   ``--sampler dpmpp_2m`` its DPMSolverMultistepScheduler).
 
+"cold" is import + build + first call. sdlib builds its whole pipeline in every row (the text row
+too), keras-cv and diffusers only the component timed, so compare cold starts on ``pipeline`` rows.
+
 A matmul peak (4096^2, float32 and bfloat16, TensorFlow and torch) is measured in the same run; GFLOP/s
 uses FLOP counts of the diffusers models (``FLOPS`` below). The table gives each row's ratio to the
 best peer row of the same component. JSON with device, versions and date goes to
