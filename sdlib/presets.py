@@ -3,6 +3,8 @@
 - ``sd-v1-5``: the real Stable Diffusion v1.5 architecture (1.07 B parameters). Weights come from a
   local folder or file named by ``$SDLIB_SD15_WEIGHTS``, else from the hub (network needed);
   ``load_weights=False`` gives random weights for parameter counts and benchmarks.
+- ``mini-shapes``: Stable Diffusion in miniature (64x64), trained here on procedural shapes with
+  ``tools/train_mini_model.py``; weights shipped as package data, so it works offline.
 - ``tiny``: the same code paths at toy size with seeded random weights; seconds-fast, for tests and CI.
 """
 
@@ -45,7 +47,7 @@ def tiny_configs():
 
 
 # The mini model's noise schedule: SD's betas rescaled to zero terminal SNR, v-prediction, and trailing
-# timesteps (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed"). With SD's
+# timesteps (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed"). With SD's
 # own schedule, x_T keeps sqrt(alpha_bar_T) = 0.068 of the image, enough on an 8x8 latent to reveal
 # where the object is; the model learned to take position from the noise and ignored "top left".
 MINI_SHAPES_SCHEDULER = dataclasses.replace(SD15_SCHEDULER, rescale_betas_zero_snr=True,

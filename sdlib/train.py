@@ -74,7 +74,7 @@ class NoisedLatents(keras.utils.PyDataset):
 
     The target is the noise epsilon, or with ``prediction_type="v_prediction"`` the velocity
     v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022, sec. 4), which stays
-    meaningful at the zero-SNR last timestep where x_t is pure noise (Lin et al. 2023).
+    meaningful at the zero-SNR last timestep where x_t is pure noise (Lin et al. 2024).
     """
 
     def __init__(self, latents, token_ids, empty_ids, alphas_bar, batch_size, steps, seed,

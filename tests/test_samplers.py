@@ -72,7 +72,7 @@ def test_pipeline_with_sampler_matches_diffusers(name, fixtures_dir, golden, gol
 @pytest.mark.parametrize("name", ["ddim", "euler", "dpmpp_2m"])
 @pytest.mark.parametrize("steps", [5, 12])
 def test_zero_terminal_snr_v_prediction_matches_diffusers(name, steps, fixtures_dir):
-    """The mini-shapes schedule (Lin et al. 2023): rescaled betas, v-prediction, trailing steps.
+    """The mini-shapes schedule (Lin et al. 2024): rescaled betas, v-prediction, trailing steps.
     Euler and DPM-Solver start from sigma 4096 (alpha_bar_T clamped to 2**-24, as diffusers does)."""
     info = json.loads((fixtures_dir / "zero_snr.json").read_text())
     reference = np.load(fixtures_dir / "zero_snr.npz")

@@ -1,5 +1,5 @@
 """Reference outputs of diffusers' DDIM, Euler and DPM-Solver++(2M) for a zero-terminal-SNR,
-v-prediction schedule (Lin et al. 2023), the one the mini-shapes model is trained with.
+v-prediction schedule (Lin et al. 2024), the one the mini-shapes model is trained with.
 
 A maintainer's script, run by hand in an environment with torch and diffusers (no network):
 
