@@ -66,6 +66,8 @@ def peak_rss_mb():
 
 
 def time_calls(fn, repeats):
+    """``sdlib.bench.time_call`` with one warm-up, repeated here: the diffusers worker runs in a torch
+    environment where sdlib (it imports keras) may not be importable."""
     start = time.perf_counter()
     fn()
     first_s = time.perf_counter() - start
@@ -83,6 +85,8 @@ def time_calls(fn, repeats):
 
 
 def _gpu():
+    """``sdlib.bench.gpu_visible`` for the keras-cv worker, which must not import sdlib (its imports and
+    memory would count as keras-cv's)."""
     import keras
 
     if keras.backend.backend() == "tensorflow":
@@ -99,9 +103,10 @@ def run_sdlib(spec):
     from keras import ops
 
     import sdlib
+    from sdlib.bench import mixed_policy
     import_s = time.perf_counter() - start
     jit, precision = MODES["sdlib"][spec["mode"]]
-    dtype = None if precision == "float32" else ("mixed_float16" if _gpu() else "mixed_bfloat16")
+    dtype = None if precision == "float32" else mixed_policy()
     size = spec["size"]
     start = time.perf_counter()
     pipe = sdlib.StableDiffusion.from_preset("sd-v1-5", img_height=size, img_width=size,
@@ -133,7 +138,7 @@ def run_sdlib(spec):
             return pipe.text_to_image(PROMPT, num_steps=spec["steps"], sampler=spec["sampler"],
                                       seed=0, verbose=False)
     return {"import_s": import_s, "build_s": build_s, **time_calls(call, spec["repeats"]),
-            "library_version": sdlib.__version__ if hasattr(sdlib, "__version__") else "repo",
+            "library_version": sdlib.__version__,
             "keras": keras.__version__}
 
 
@@ -156,31 +161,29 @@ def run_kerascv(spec):
     class RandomWeights(keras_cv.models.StableDiffusion):
         """keras-cv's own StableDiffusion, with its models built without downloading weights."""
 
+        def _lazy(self, attribute, build):
+            """Build on first use and compile with XLA when asked, as keras-cv's properties do."""
+            if getattr(self, attribute) is None:
+                model = build()
+                if self.jit_compile:
+                    model.compile(jit_compile=True)
+                setattr(self, attribute, model)
+            return getattr(self, attribute)
+
         @property
         def text_encoder(self):
-            if self._text_encoder is None:
-                self._text_encoder = TextEncoder(sd_module.MAX_PROMPT_LENGTH, download_weights=False)
-                if self.jit_compile:
-                    self._text_encoder.compile(jit_compile=True)
-            return self._text_encoder
+            return self._lazy("_text_encoder", lambda: TextEncoder(
+                sd_module.MAX_PROMPT_LENGTH, download_weights=False))
 
         @property
         def diffusion_model(self):
-            if self._diffusion_model is None:
-                self._diffusion_model = DiffusionModel(self.img_height, self.img_width,
-                                                       sd_module.MAX_PROMPT_LENGTH,
-                                                       download_weights=False)
-                if self.jit_compile:
-                    self._diffusion_model.compile(jit_compile=True)
-            return self._diffusion_model
+            return self._lazy("_diffusion_model", lambda: DiffusionModel(
+                self.img_height, self.img_width, sd_module.MAX_PROMPT_LENGTH, download_weights=False))
 
         @property
         def decoder(self):
-            if self._decoder is None:
-                self._decoder = Decoder(self.img_height, self.img_width, download_weights=False)
-                if self.jit_compile:
-                    self._decoder.compile(jit_compile=True)
-            return self._decoder
+            return self._lazy("_decoder", lambda: Decoder(
+                self.img_height, self.img_width, download_weights=False))
 
         @property
         def tokenizer(self):

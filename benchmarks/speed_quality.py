@@ -21,6 +21,7 @@ import keras
 
 import sdlib
 from sdlib import bench, judge, shapes
+from sdlib.book import device_description
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -77,7 +78,7 @@ def main():
 
     date = datetime.datetime.now(datetime.timezone.utc)
     record = {"benchmark": "speed_quality", "preset": "mini-shapes", "date": date.isoformat(
-        timespec="seconds"), "device": bench._provenance(pipe)["device"],
+        timespec="seconds"), "device": device_description(),
         "backend": keras.backend.backend(), "keras": keras.__version__, "prompts": args.prompts,
         "guidance": args.guidance, "command": " ".join(sys.argv), "fewest_steps_within_2_points": fewest,
         "rows": rows}

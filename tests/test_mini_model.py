@@ -26,10 +26,9 @@ def test_shipped_model_uses_the_zero_terminal_snr_schedule(pipe):
 
 def test_position_words_move_the_object(pipe):
     """Same seed, only the position words change: the judge must read the asked-for position."""
-    the_judge = judge.ShapesJudge.from_pretrained()
     prompts = [f"a large yellow square in the {position} on a black background"
                for position in shapes.ATTRIBUTES["position"]] * 2
-    scores, _ = judge.measure_adherence(pipe, prompts, judge=the_judge, seed=3, num_steps=25,
+    scores, _ = judge.measure_adherence(pipe, prompts, seed=3, num_steps=25,
                                         guidance_scale=7.5)
     assert scores["position"] >= 0.8, scores
 
