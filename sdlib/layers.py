@@ -158,12 +158,45 @@ def nearest_resize(x, size):
     return ops.take(ops.take(x, rows, axis=1), cols, axis=2)  # (B, size[0], size[1], C)
 
 
+def gelu(x):
+    """Exact GELU (Hendrycks & Gimpel 2016): x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
+
+    Written out with ``ops.erf``: TensorFlow's own exact GELU runs ~2.5x slower in bfloat16 on CPU.
+    """
+    return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
+
+
 def multi_head_attention(query, key, value, num_heads, is_causal=False):
-    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1) over (B, T, heads * head_dim) inputs."""
+    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1) over (B, T, heads * head_dim) inputs.
+
+    On TensorFlow the scale is folded into the queries and bfloat16 logits stay bfloat16: its
+    bfloat16 matmul rounds them anyway, and a float32 softmax over (B, heads, T, T) would move twice
+    the bytes (at 512x512 the first level attends over 4096 tokens: 537 MB of logits a call); this
+    runs the attention of a 512x512 UNet step 1.7x faster on a CPU. float16 logits are upcast, since
+    they can overflow. Other backends use ``ops.dot_product_attention`` (JAX: float32 logits, fused).
+    """
+    if keras.backend.backend() != "tensorflow":
+        batch = ops.shape(query)[0]
+        head_dim = query.shape[-1] // num_heads
+        split = lambda x: ops.reshape(x, (batch, -1, num_heads, head_dim))  # noqa: E731
+        out = ops.dot_product_attention(split(query), split(key), split(value),
+                                        scale=1.0 / math.sqrt(head_dim), is_causal=is_causal)
+        return ops.reshape(out, (batch, -1, num_heads * head_dim))  # (B, Tq, N * D)
     batch = ops.shape(query)[0]
     head_dim = query.shape[-1] // num_heads
-    q = ops.reshape(query, (batch, -1, num_heads, head_dim))  # (B, Tq, N, D)
-    k = ops.reshape(key, (batch, -1, num_heads, head_dim))  # (B, Tk, N, D)
-    v = ops.reshape(value, (batch, -1, num_heads, head_dim))
-    out = ops.dot_product_attention(q, k, v, scale=1.0 / math.sqrt(head_dim), is_causal=is_causal)
-    return ops.reshape(out, (batch, -1, num_heads * head_dim))  # (B, Tq, N * D)
+    scale = ops.cast(1.0 / math.sqrt(head_dim), query.dtype)
+
+    def heads(x):
+        return ops.transpose(ops.reshape(x, (batch, -1, num_heads, head_dim)), (0, 2, 1, 3))
+
+    q, k, v = heads(query * scale), heads(key), heads(value)  # (B, N, T, D)
+    logits = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))  # (B, N, Tq, Tk)
+    if keras.backend.standardize_dtype(logits.dtype) == "float16":
+        logits = ops.cast(logits, "float32")
+    if is_causal:
+        positions = ops.arange(ops.shape(logits)[-1])
+        future = positions[None, :] > positions[:, None]  # (Tq, Tk): key after query
+        logits = ops.where(future, ops.cast(-1e9, logits.dtype), logits)
+    probs = ops.cast(ops.softmax(logits, axis=-1), v.dtype)
+    out = ops.matmul(probs, v)  # (B, N, Tq, D)
+    return ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (batch, -1, num_heads * head_dim))

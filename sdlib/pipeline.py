@@ -62,10 +62,13 @@ class StableDiffusion:
                     dtype=None, compile_loop=False):
         """A named model (``"sd-v1-5"``, ``"mini-shapes"``, ``"tiny"``); see ``sdlib.presets``.
 
-        ``dtype`` is a Keras dtype policy: None/"float32", "mixed_bfloat16", "mixed_float16".
+        ``dtype`` is a Keras dtype policy (``sdlib.validation.DTYPES``): None/"float32",
+        "mixed_bfloat16" or "mixed_float16" (16-bit compute, float32 weights), "bfloat16" or
+        "float16" (16-bit weights too: the fast choice for inference).
         """
         from sdlib import presets
 
+        dtype = validation.check_dtype(dtype)
         return presets.build(cls, preset, img_height=img_height, img_width=img_width,
                              jit_compile=jit_compile, load_weights=load_weights, dtype=dtype,
                              compile_loop=compile_loop)
@@ -80,6 +83,7 @@ class StableDiffusion:
         """
         from sdlib import checkpoint
 
+        dtype = validation.check_dtype(dtype)
         parts = checkpoint.load_components(path_or_repo_id, variant=variant, token=token,
                                            config_path=config_path, dtype=dtype)
         return cls(parts["text_encoder"], parts["unet"], parts["vae"], parts["tokenizer"],

@@ -124,13 +124,13 @@ def build(cls, preset, img_height=None, img_width=None, jit_compile=True, load_w
                    compile_loop=compile_loop, name=preset)
     from sdlib import checkpoint
 
+    # Random weights (the tiny preset, or load_weights=False): zeros first, then seeded values, the
+    # same on every backend and faster than Keras' initializers (1.07 B parameters for sd-v1-5).
     configs = spec["configs"]()
-    seeded = preset == "tiny"
-    models = checkpoint.build_models(configs, dtype=dtype, fast=seeded)
+    models = checkpoint.build_models(configs, dtype=dtype, fast=True)
     text_encoder, unet, vae = models["text_encoder"], models["unet"], models["vae"]
-    if seeded:
-        for index, model in enumerate((text_encoder, unet, vae)):
-            randomize(model, seed=index)
+    for index, model in enumerate((text_encoder, unet, vae)):
+        randomize(model, seed=index)
     tokenizer = CLIPTokenizer.from_default(max_length=configs["text_encoder"].max_position_embeddings)
     return cls(text_encoder, unet, vae, tokenizer, DDIMScheduler(configs["scheduler"]),
                img_height, img_width, jit_compile=jit_compile, compile_loop=compile_loop, name=preset)

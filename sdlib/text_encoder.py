@@ -42,7 +42,7 @@ def quick_gelu(x):
 
 ACTIVATIONS = {
     "quick_gelu": quick_gelu,
-    "gelu": lambda x: ops.gelu(x, approximate=False),
+    "gelu": L.gelu,
     "gelu_new": lambda x: ops.gelu(x, approximate=True),
 }
 

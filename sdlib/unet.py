@@ -155,7 +155,7 @@ class GEGLU(keras.layers.Layer):
 
     def call(self, x):
         hidden, gate = ops.split(self.proj(x), 2, axis=-1)
-        return hidden * ops.gelu(gate, approximate=False)
+        return hidden * L.gelu(gate)
 
 
 class FeedForward(keras.layers.Layer):

@@ -134,6 +134,26 @@ def check_diffusion_noise(noise, shape, scale_factor):
     return array.astype(np.float32)
 
 
+DTYPES = {
+    "float32": "float32 everywhere (the default)",
+    "mixed_bfloat16": "bfloat16 compute, float32 weights (training and fine-tuning)",
+    "mixed_float16": "float16 compute, float32 weights (training on GPUs)",
+    "bfloat16": "bfloat16 compute and weights: half the memory, no per-call weight casts (inference)",
+    "float16": "float16 compute and weights, VAE kept in float32 (inference on GPUs)",
+}
+
+
+def check_dtype(dtype):
+    """A dtype policy name sdlib builds models with; None means float32."""
+    if dtype is None:
+        return "float32"
+    name = getattr(dtype, "name", dtype)  # a keras.DTypePolicy works too
+    if name not in DTYPES:
+        choices = "\n".join(f"  {key!r}: {value}" for key, value in DTYPES.items())
+        raise ValueError(f"dtype={dtype!r} is not a policy sdlib supports. Choose one of:\n{choices}")
+    return name
+
+
 def check_image_size(img_height, img_width, scale_factor):
     for name, value in (("img_height", img_height), ("img_width", img_width)):
         value = _check_int(value, name)

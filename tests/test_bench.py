@@ -26,12 +26,13 @@ def test_modes_are_the_guides_four_in_order():
     assert list(bench.MODES) == ["Standard", "Mixed precision", "XLA", "XLA + mixed precision"]
     assert [kwargs["jit_compile"] for kwargs in bench.MODES.values()] == [False, False, True, True]
     assert bench.MODES["Standard"]["dtype"] is None
-    assert bench.MODES["XLA + mixed precision"]["dtype"] == bench.mixed_policy()
+    assert bench.MODES["XLA + mixed precision"]["dtype"] == bench.inference_policy()
 
 
 def test_mixed_policy_is_bfloat16_on_a_cpu():
     assert not bench.gpu_visible()
     assert bench.mixed_policy() == "mixed_bfloat16"
+    assert bench.inference_policy() == "bfloat16"  # weights in bfloat16 too
 
 
 def test_run_modes_gives_one_timed_row_per_mode(rows):
@@ -44,7 +45,7 @@ def test_run_modes_gives_one_timed_row_per_mode(rows):
         assert math.isclose(row["cold_s"], row["build_s"] + row["first_image_s"])
         assert len(row["warm_times"]) == 1
     policies = [row["dtype_policy"] for row in rows]
-    assert policies == ["float32", "mixed_bfloat16", "float32", "mixed_bfloat16"]
+    assert policies == ["float32", "bfloat16", "float32", "bfloat16"]
 
 
 def test_format_table_has_a_line_per_mode(rows):

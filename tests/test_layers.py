@@ -1,0 +1,47 @@
+"""sdlib's own GELU and attention agree with Keras' reference implementations."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from sdlib import layers as L
+
+
+def test_gelu_is_the_exact_gelu():
+    x = np.linspace(-8, 8, 1001, dtype=np.float32)
+    expected = ops.convert_to_numpy(ops.gelu(x, approximate=False))
+    np.testing.assert_allclose(ops.convert_to_numpy(L.gelu(x)), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("tokens_q, tokens_k", [(16, 16), (16, 7)])
+def test_attention_matches_keras_dot_product_attention(is_causal, tokens_q, tokens_k):
+    if is_causal and tokens_q != tokens_k:
+        pytest.skip("causal attention is self-attention")
+    rng = np.random.default_rng(0)
+    heads, head_dim = 4, 8
+    q = rng.standard_normal((2, tokens_q, heads * head_dim)).astype(np.float32)
+    k = rng.standard_normal((2, tokens_k, heads * head_dim)).astype(np.float32)
+    v = rng.standard_normal((2, tokens_k, heads * head_dim)).astype(np.float32)
+    split = lambda x: x.reshape(2, -1, heads, head_dim)  # noqa: E731
+    expected = ops.convert_to_numpy(ops.dot_product_attention(
+        split(q), split(k), split(v), scale=head_dim ** -0.5, is_causal=is_causal)).reshape(2, tokens_q, -1)
+    got = ops.convert_to_numpy(L.multi_head_attention(q, k, v, heads, is_causal=is_causal))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_attention_is_no_worse_than_keras(dtype):
+    """On TensorFlow the logits stay in bfloat16 (float16 ones are upcast): the error against float32
+    attention must stay within that of Keras' attention, which takes its softmax in float32."""
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((1, 64, 32)).astype(np.float32) * 3 for _ in range(3))
+    reference = ops.convert_to_numpy(L.multi_head_attention(q, k, v, 4))
+    half = [ops.cast(x, dtype) for x in (q, k, v)]
+    got = ops.convert_to_numpy(ops.cast(L.multi_head_attention(*half, 4), "float32"))
+    split = lambda x: ops.reshape(x, (1, -1, 4, 8))  # noqa: E731
+    keras_half = ops.dot_product_attention(*(split(x) for x in half), scale=8 ** -0.5)
+    keras_half = ops.convert_to_numpy(ops.cast(keras_half, "float32")).reshape(1, 64, 32)
+    assert np.isfinite(got).all()
+    assert np.abs(got - reference).mean() <= 1.1 * np.abs(keras_half - reference).mean()
+    assert np.abs(got - reference).max() <= 1.1 * np.abs(keras_half - reference).max()
