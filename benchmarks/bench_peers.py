@@ -6,16 +6,24 @@
     python benchmarks/bench_peers.py --size 256 --components pipeline --steps 50
 
 Every row runs in a fresh Python process: import, build (random weights: compute time does not depend
-on their values), first call (tracing and compiling included), one warm-up call, then ``--repeats``
-timed calls (median, min, max). The work is Stable Diffusion v1.5 at ``--size``:
+on their values), first call (tracing and compiling included), ``--warmups`` untimed calls (default 1),
+then ``--repeats`` timed calls (median, min, max). The work is Stable Diffusion v1.5 at ``--size``:
 
 - ``text``: the text encoder on 2 x 77 tokens (a prompt and the empty prompt);
 - ``unet``: one guided denoising step, that is the UNet on a batch of 2 (keras-cv calls it twice with
   batch 1, its own way); sdlib's row is its whole compiled step, sampler update included;
 - ``vae``: the VAE decoder on one latent;
-- ``pipeline``: ``text_to_image`` of one image with ``--steps`` steps, each library's own call
-  (keras-cv: its 50-step DDIM loop; diffusers: ``StableDiffusionPipeline`` with DDIM, or with
-  ``--sampler dpmpp_2m`` its DPMSolverMultistepScheduler).
+- ``pipeline``: ``text_to_image`` of ``--batch-size`` images (default 1) with ``--steps`` steps, each
+  library's own call (keras-cv: its DDIM loop, ``--kerascv-steps``; diffusers:
+  ``StableDiffusionPipeline`` with DDIM, or with ``--sampler dpmpp_2m`` its
+  DPMSolverMultistepScheduler).
+
+Time to an image of equal quality (steps from ``benchmarks/speed_quality.py``), 512^2, long rows
+timed once after the first call:
+
+    python benchmarks/bench_peers.py --size 512 --components pipeline --sampler dpmpp_2m \
+        --steps 15 --kerascv-steps 50 --warmups 0 --repeats 1 \
+        --modes "sdlib:Mixed precision" sdlib:XLA keras-cv:Standard "diffusers:eager bfloat16"
 
 "cold" is import + build + first call. sdlib builds its whole pipeline in every row (the text row
 too), keras-cv and diffusers only the component timed, so compare cold starts on ``pipeline`` rows.
@@ -66,13 +74,14 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_calls(fn, repeats):
-    """``sdlib.bench.time_call`` with one warm-up, repeated here: the diffusers worker runs in a torch
-    environment where sdlib (it imports keras) may not be importable."""
+def time_calls(fn, repeats, warmups=1):
+    """``sdlib.bench.time_call``, repeated here: the diffusers worker runs in a torch environment
+    where sdlib (it imports keras) may not be importable."""
     start = time.perf_counter()
     fn()
     first_s = time.perf_counter() - start
-    fn()  # warm-up
+    for _ in range(warmups):
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -147,9 +156,11 @@ def run_sdlib(spec):
             return keras.ops.convert_to_numpy(pipe._decode_fn(latent))
     else:
         def call():
-            return pipe.text_to_image(PROMPT, num_steps=spec["steps"], sampler=spec["sampler"],
-                                      seed=0, verbose=False)
-    return {"import_s": import_s, "build_s": build_s, **time_calls(call, spec["repeats"]),
+            return pipe.text_to_image(PROMPT, batch_size=spec.get("batch_size", 1),
+                                      num_steps=spec["steps"], sampler=spec["sampler"], seed=0,
+                                      verbose=False)
+    return {"import_s": import_s, "build_s": build_s,
+            **time_calls(call, spec["repeats"], spec.get("warmups", 1)),
             "library_version": sdlib.__version__,
             "keras": keras.__version__}
 
@@ -235,12 +246,11 @@ def run_kerascv(spec):
         def call():
             return model.decoder.predict_on_batch(latent)
     else:
-        if spec["sampler"] != "ddim":
-            raise ValueError("keras-cv has only its DDIM loop")
-
-        def call():
-            return model.text_to_image(PROMPT, batch_size=1, num_steps=spec["steps"], seed=0)
-    return {"import_s": import_s, "build_s": build_s, **time_calls(call, spec["repeats"]),
+        def call():  # keras-cv has only its DDIM loop
+            return model.text_to_image(PROMPT, batch_size=spec.get("batch_size", 1),
+                                       num_steps=spec.get("kerascv_steps", spec["steps"]), seed=0)
+    return {"import_s": import_s, "build_s": build_s,
+            **time_calls(call, spec["repeats"], spec.get("warmups", 1)),
             "library_version": keras_cv.__version__, "keras": keras.__version__}
 
 
@@ -301,6 +311,7 @@ def run_diffusers(spec):
 
         def call():
             return pipe(PROMPT, num_inference_steps=spec["steps"], height=size, width=size,
+                        num_images_per_prompt=spec.get("batch_size", 1),
                         generator=torch.Generator().manual_seed(0), output_type="np").images
 
     def synced():
@@ -310,7 +321,8 @@ def run_diffusers(spec):
             torch.cuda.synchronize()
         return out
 
-    return {"import_s": import_s, "build_s": build_s, **time_calls(synced, spec["repeats"]),
+    return {"import_s": import_s, "build_s": build_s,
+            **time_calls(synced, spec["repeats"], spec.get("warmups", 1)),
             "library_version": diffusers.__version__, "torch": torch.__version__}
 
 
@@ -374,6 +386,16 @@ def gflops(row):
     return FLOPS[key] / row["median_s"]
 
 
+def mode_label(row):
+    """The mode, and for pipeline rows the sampler, steps and images (keras-cv: its DDIM)."""
+    if row["component"] != "pipeline":
+        return row["mode"]
+    keras_cv = row["library"] == "keras-cv"
+    sampler = "ddim" if keras_cv else row["sampler"]
+    steps = row.get("kerascv_steps", row["steps"]) if keras_cv else row["steps"]
+    return f"{row['mode']}, {sampler} {steps} steps x {row.get('batch_size', 1)}"
+
+
 def format_table(rows, peaks):
     """Markdown: per component, each row's warm median, cold start, ratio to the best peer row."""
     lines = ["| component | library | mode | warm median s | first call s | cold s | vs best peer |"
@@ -396,7 +418,7 @@ def format_table(rows, peaks):
             half = "mixed" in row["mode"].lower() or "bfloat16" in row["mode"]
             peak = peak16 if half else peak32
             share = f"{100 * rate / peak:.0f}%" if rate and peak else "-"
-            lines.append(f"| {component} | {row['library']} | {row['mode']} | {row['median_s']:.3f} | "
+            lines.append(f"| {component} | {row['library']} | {mode_label(row)} | {row['median_s']:.3f} | "
                          f"{row['first_s']:.2f} | {cold:.1f} | {ratio} | "
                          f"{f'{rate:.0f}' if rate else '-'} | {share} | {row['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
@@ -409,8 +431,13 @@ def main():
     parser.add_argument("--components", nargs="+", default=["text", "unet", "vae"],
                         choices=["text", "unet", "vae", "pipeline"])
     parser.add_argument("--libraries", nargs="+", default=list(MODES), choices=list(MODES))
-    parser.add_argument("--modes", nargs="+", default=None, help="only these modes (names above)")
+    parser.add_argument("--modes", nargs="+", default=None,
+                        help="only these modes: a name above, or library:name for one library")
     parser.add_argument("--steps", type=int, default=50, help="pipeline rows: denoising steps")
+    parser.add_argument("--kerascv-steps", type=int, default=None,
+                        help="pipeline rows: keras-cv's DDIM steps (default --steps)")
+    parser.add_argument("--batch-size", type=int, default=1, help="pipeline rows: images per call")
+    parser.add_argument("--warmups", type=int, default=1, help="untimed calls after the first")
     parser.add_argument("--sampler", default="ddim", choices=["ddim", "euler", "dpmpp_2m"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--torch-python", default=sys.executable,
@@ -431,14 +458,14 @@ def main():
     rows = []
     for component in args.components:
         for library in args.libraries:
-            if component == "pipeline" and library == "keras-cv" and args.sampler != "ddim":
-                continue
             for mode in MODES[library]:
-                if args.modes and mode not in args.modes:
+                if args.modes and not {mode, f"{library}:{mode}"} & set(args.modes):
                     continue
                 spec = {"library": library, "mode": mode, "component": component,
                         "size": args.size, "steps": args.steps, "sampler": args.sampler,
-                        "repeats": args.repeats}
+                        "repeats": args.repeats, "warmups": args.warmups,
+                        "batch_size": args.batch_size,
+                        "kerascv_steps": args.kerascv_steps or args.steps}
                 python = args.torch_python if library == "diffusers" else sys.executable
                 row = run_in_subprocess(spec, python, args.timeout)
                 rows.append(row)
@@ -450,7 +477,7 @@ def main():
     date = datetime.datetime.now(datetime.timezone.utc)
     record = {"benchmark": "bench_peers", "date": date.isoformat(timespec="seconds"),
               "size": args.size, "device": device_description(), "python": platform.python_version(),
-              "command": " ".join(sys.argv), "peaks_gflops": peaks, "flops_gflop": {
+              "command": archived_command(sys.argv, args.torch_python), "peaks_gflops": peaks, "flops_gflop": {
                   f"{c}@{s}": v for (c, s), v in FLOPS.items()}, "rows": rows}
     out = Path(args.out) if args.out else RESULTS / f"peers-{args.size}-{date:%Y-%m-%d}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -458,6 +485,13 @@ def main():
         out = out.with_name(f"{out.stem}-{date:%H%M%S}{out.suffix}")  # never replace an archive
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"\nwrote {out}")
+
+
+def archived_command(argv, torch_python):
+    """The command line, without this machine's paths: the torch interpreter becomes $TORCH_PYTHON."""
+    words = ["$TORCH_PYTHON" if word == torch_python and word != sys.executable else word
+             for word in argv]
+    return " ".join(["benchmarks/bench_peers.py", *words[1:]])
 
 
 def device_description():

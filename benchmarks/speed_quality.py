@@ -39,7 +39,7 @@ def main():
 
     prompts = shapes.canonical_prompts(args.prompts, seed=1, held_out=None)
     the_judge = judge.ShapesJudge.from_pretrained()
-    precisions = ["float32"] if args.no_bf16 else ["float32", bench.mixed_policy()]
+    precisions = ["float32"] if args.no_bf16 else ["float32", bench.inference_policy()]
     rows = []
     for precision in precisions:
         pipe = sdlib.StableDiffusion.from_preset(

@@ -56,10 +56,41 @@ def dense(units, use_bias=True, dtype=None, name=None):
     )
 
 
+class GroupNorm(keras.layers.GroupNormalization):
+    """Group normalization (Wu & He 2018) of channels-last inputs, statistics in float32.
+
+    Same weights and result as Keras' layer, computed differently: per-channel sums over all pixels
+    first (long, contiguous reductions), then per group. Keras reduces a (B, HW, groups, C / groups)
+    view whose innermost axis is only C / groups long; in TensorFlow on a CPU that made the VAE
+    decoder's 512x512x128 norms 4x slower than here and cost a third of the decode. Two passes
+    (mean, then squared deviations) keep the variance exact where the mean is large.
+    """
+
+    def call(self, inputs):
+        shape = ops.shape(inputs)
+        batch, channels = shape[0], inputs.shape[-1]
+        groups, width = self.groups, inputs.shape[-1] // self.groups
+        x = ops.reshape(inputs, (batch, -1, channels))  # (B, N, C), N = pixels
+        x32 = ops.cast(x, "float32")
+        count = ops.cast(ops.shape(x)[1] * width, "float32")
+
+        def per_group(per_channel):  # (B, C) sums -> (B, 1, C), each channel its group's value
+            grouped = ops.sum(ops.reshape(per_channel, (batch, groups, width)), axis=-1,
+                              keepdims=True) / count  # (B, G, 1)
+            return ops.reshape(ops.repeat(grouped, width, axis=-1), (batch, 1, channels))
+
+        mean = per_group(ops.sum(x32, axis=1))
+        variance = per_group(ops.sum(ops.square(x32 - mean), axis=1))
+        scale = ops.rsqrt(variance + self.epsilon) * ops.cast(self.gamma, "float32")
+        shift = ops.cast(self.beta, "float32") - mean * scale
+        out = x * ops.cast(scale, x.dtype) + ops.cast(shift, x.dtype)  # in the compute dtype
+        return ops.reshape(out, shape)
+
+
 def group_norm(groups, epsilon, dtype=None, name=None):
     # Keras' default epsilon (1e-3) is wrong for SD: the UNet uses 1e-5, the VAE and the
     # spatial transformers' input norm 1e-6.
-    return keras.layers.GroupNormalization(groups=groups, epsilon=epsilon, dtype=dtype, name=name)
+    return GroupNorm(groups=groups, epsilon=epsilon, dtype=dtype, name=name)
 
 
 def layer_norm(epsilon, dtype=None, name=None):

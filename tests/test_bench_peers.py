@@ -47,3 +47,17 @@ def test_a_worker_that_cannot_import_its_library_gives_an_error_row(peers, tmp_p
     result = peers.run_in_subprocess({"library": "nonexistent", "mode": "x", "component": "unet"},
                                      peers.sys.executable, timeout=120)
     assert "KeyError" in result["error"]
+
+
+def test_archived_command_holds_no_machine_paths(peers):
+    argv = ["/somewhere/benchmarks/bench_peers.py", "--size", "512", "--torch-python", "/opt/venv/bin/python"]
+    command = peers.archived_command(argv, "/opt/venv/bin/python")
+    assert command == "benchmarks/bench_peers.py --size 512 --torch-python $TORCH_PYTHON"
+
+
+def test_pipeline_rows_name_their_sampler_and_steps(peers):
+    sdlib_row = {**row("sdlib", "Mixed precision", 30.0, component="pipeline"), "sampler": "dpmpp_2m",
+                 "steps": 15, "kerascv_steps": 50, "batch_size": 1}
+    kerascv_row = {**sdlib_row, "library": "keras-cv", "mode": "Standard"}
+    assert peers.mode_label(sdlib_row) == "Mixed precision, dpmpp_2m 15 steps x 1"
+    assert peers.mode_label(kerascv_row) == "Standard, ddim 50 steps x 1"  # keras-cv: its DDIM only

@@ -1,5 +1,6 @@
 """sdlib's own GELU and attention agree with Keras' reference implementations."""
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -45,3 +46,19 @@ def test_half_precision_attention_is_no_worse_than_keras(dtype):
     assert np.isfinite(got).all()
     assert np.abs(got - reference).mean() <= 1.1 * np.abs(keras_half - reference).mean()
     assert np.abs(got - reference).max() <= 1.1 * np.abs(keras_half - reference).max()
+
+
+@pytest.mark.parametrize("shape, groups", [((2, 6, 5, 64), 32), ((1, 3, 3, 8), 2), ((2, 7, 16), 4)])
+def test_group_norm_matches_keras(shape, groups):
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal(shape) * 3 + 50).astype(np.float32)  # a large mean: the variance must not cancel
+    ours = L.group_norm(groups, 1e-6)
+    reference = keras.layers.GroupNormalization(groups=groups, epsilon=1e-6)
+    ours.build(shape)
+    reference.build(shape)
+    gamma, beta = rng.standard_normal((2, shape[-1])).astype(np.float32)
+    for layer in (ours, reference):
+        layer.gamma.assign(gamma)
+        layer.beta.assign(beta)
+    np.testing.assert_allclose(ops.convert_to_numpy(ours(x)), ops.convert_to_numpy(reference(x)),
+                               rtol=1e-4, atol=1e-4)
