@@ -43,6 +43,18 @@ def _init(default):
     return "zeros" if _FAST_INIT[0] else default
 
 
+class BuildOnFirstCall:
+    """Mixin for a layer made of sub-layers: they create their weights on its first call.
+
+    Without a ``build`` method Keras builds a layer by tracing its ``call`` symbolically first, and
+    every nested block again inside its parent's trace: that made building SD v1.5's UNet take ~10 s
+    before any weight was loaded. Leaf layers (Conv2D, Dense, norms) build from their input shapes.
+    """
+
+    def build(self, input_shape=None):
+        self.built = True
+
+
 def conv2d(filters, kernel_size, strides=1, padding="same", dtype=None, name=None):
     return keras.layers.Conv2D(
         filters, kernel_size, strides=strides, padding=padding, dtype=dtype, name=name,
@@ -150,7 +162,7 @@ class ResnetBlock2D(keras.layers.Layer):
         return shortcut + h
 
 
-class Downsample2D(keras.layers.Layer):
+class Downsample2D(BuildOnFirstCall, keras.layers.Layer):
     """3x3 conv with stride 2. ``padding`` is (before, after) per spatial axis.
 
     The UNet pads (1, 1); the VAE encoder pads (0, 1). Keras' 'same' with stride 2 pads (0, 1) on
@@ -168,7 +180,7 @@ class Downsample2D(keras.layers.Layer):
         return self.conv(x)  # (B, H/2, W/2, C)
 
 
-class Upsample2D(keras.layers.Layer):
+class Upsample2D(BuildOnFirstCall, keras.layers.Layer):
     """Nearest-neighbour x2 then a 3x3 conv."""
 
     def __init__(self, channels, **kwargs):

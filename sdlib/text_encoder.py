@@ -47,7 +47,7 @@ ACTIVATIONS = {
 }
 
 
-class CLIPEmbeddings(keras.layers.Layer):
+class CLIPEmbeddings(L.BuildOnFirstCall, keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
@@ -64,7 +64,7 @@ class CLIPEmbeddings(keras.layers.Layer):
         return self.token_embedding(token_ids) + self.position_embedding(positions)[None]  # (B, T, D)
 
 
-class CLIPAttention(keras.layers.Layer):
+class CLIPAttention(L.BuildOnFirstCall, keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
@@ -81,7 +81,7 @@ class CLIPAttention(keras.layers.Layer):
         return self.out_proj(out)
 
 
-class CLIPMLP(keras.layers.Layer):
+class CLIPMLP(L.BuildOnFirstCall, keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
         self.activation = ACTIVATIONS[config.hidden_act]
@@ -92,7 +92,7 @@ class CLIPMLP(keras.layers.Layer):
         return self.fc2(self.activation(self.fc1(x)))
 
 
-class CLIPEncoderLayer(keras.layers.Layer):
+class CLIPEncoderLayer(L.BuildOnFirstCall, keras.layers.Layer):
     """Pre-norm transformer layer: x + attn(ln1(x)), then x + mlp(ln2(x))."""
 
     def __init__(self, config, **kwargs):
@@ -108,7 +108,7 @@ class CLIPEncoderLayer(keras.layers.Layer):
         return x + self.mlp(self.layer_norm2(x))
 
 
-class CLIPEncoder(keras.layers.Layer):
+class CLIPEncoder(L.BuildOnFirstCall, keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
         self.layers = [
@@ -121,7 +121,7 @@ class CLIPEncoder(keras.layers.Layer):
         return x
 
 
-class CLIPTextEncoder(keras.Model):
+class CLIPTextEncoder(L.BuildOnFirstCall, keras.Model):
     """Token ids (B, T) int -> last hidden state (B, T, hidden_size)."""
 
     def __init__(self, config: TextEncoderConfig, **kwargs):

@@ -116,7 +116,7 @@ def timestep_embedding(timesteps, dim, flip_sin_to_cos=True, freq_shift=0):
     return ops.concatenate(parts, axis=-1)  # (B, dim)
 
 
-class TimestepEmbedding(keras.layers.Layer):
+class TimestepEmbedding(L.BuildOnFirstCall, keras.layers.Layer):
     def __init__(self, dim, **kwargs):
         super().__init__(**kwargs)
         self.linear_1 = L.dense(dim, dtype=self.dtype_policy)
@@ -126,7 +126,7 @@ class TimestepEmbedding(keras.layers.Layer):
         return self.linear_2(L.silu(self.linear_1(x)))
 
 
-class Attention(keras.layers.Layer):
+class Attention(L.BuildOnFirstCall, keras.layers.Layer):
     """Multi-head attention; ``context=None`` makes it self-attention."""
 
     def __init__(self, inner_dim, num_heads, **kwargs):
@@ -146,7 +146,7 @@ class Attention(keras.layers.Layer):
         return self.to_out[0](out)
 
 
-class GEGLU(keras.layers.Layer):
+class GEGLU(L.BuildOnFirstCall, keras.layers.Layer):
     """Gated GELU feed-forward input (Shazeer 2020): ``hidden * gelu(gate)``, exact GELU."""
 
     def __init__(self, inner_dim, **kwargs):
@@ -158,7 +158,7 @@ class GEGLU(keras.layers.Layer):
         return hidden * L.gelu(gate)
 
 
-class FeedForward(keras.layers.Layer):
+class FeedForward(L.BuildOnFirstCall, keras.layers.Layer):
     def __init__(self, dim, **kwargs):
         super().__init__(**kwargs)
         # `net.1` is dropout in diffusers: keep the index so names match.
@@ -169,7 +169,7 @@ class FeedForward(keras.layers.Layer):
         return self.net[2](self.net[0](x))
 
 
-class BasicTransformerBlock(keras.layers.Layer):
+class BasicTransformerBlock(L.BuildOnFirstCall, keras.layers.Layer):
     """Self-attention, cross-attention over the text, feed-forward; each pre-norm and residual."""
 
     def __init__(self, dim, num_heads, **kwargs):
@@ -188,7 +188,7 @@ class BasicTransformerBlock(keras.layers.Layer):
         return x + self.ff(self.norm3(x))
 
 
-class Transformer2DModel(keras.layers.Layer):
+class Transformer2DModel(L.BuildOnFirstCall, keras.layers.Layer):
     """The spatial transformer: GroupNorm, project in, transformer blocks over HW tokens, project out."""
 
     def __init__(self, channels, num_heads, num_layers, groups, use_linear_projection, **kwargs):
@@ -223,7 +223,7 @@ class Transformer2DModel(keras.layers.Layer):
         return x + residual
 
 
-class UNetLevel(keras.layers.Layer):
+class UNetLevel(L.BuildOnFirstCall, keras.layers.Layer):
     """One resolution level: ResNet blocks, each followed by a spatial transformer if ``attention``."""
 
     def __init__(self, channels, num_layers, attention, num_heads, config, **kwargs):
@@ -285,7 +285,7 @@ class UpBlock(UNetLevel):
         return x
 
 
-class MidBlock(keras.layers.Layer):
+class MidBlock(L.BuildOnFirstCall, keras.layers.Layer):
     def __init__(self, channels, num_heads, config, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
@@ -304,7 +304,7 @@ class MidBlock(keras.layers.Layer):
         return self.resnets[1](x, time_embedding)
 
 
-class UNet(keras.Model):
+class UNet(L.BuildOnFirstCall, keras.Model):
     """Predicts the noise in a latent: (latent (B, h, w, C), timestep (B,), context (B, 77, D))."""
 
     def __init__(self, config: UNetConfig, **kwargs):

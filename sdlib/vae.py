@@ -48,7 +48,7 @@ class VAEConfig:
         return cls(**values)
 
 
-class VAEAttention(keras.layers.Layer):
+class VAEAttention(L.BuildOnFirstCall, keras.layers.Layer):
     """Single-head self-attention over all pixels, with its own GroupNorm and a residual."""
 
     def __init__(self, channels, groups, **kwargs):
@@ -68,7 +68,7 @@ class VAEAttention(keras.layers.Layer):
         return x + ops.reshape(h, (batch, height, width, channels))
 
 
-class VAEMidBlock(keras.layers.Layer):
+class VAEMidBlock(L.BuildOnFirstCall, keras.layers.Layer):
     def __init__(self, channels, groups, add_attention, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
@@ -85,7 +85,7 @@ class VAEMidBlock(keras.layers.Layer):
         return self.resnets[1](x)
 
 
-class VAELevel(keras.layers.Layer):
+class VAELevel(L.BuildOnFirstCall, keras.layers.Layer):
     """ResNet blocks at one resolution, then an optional down- or upsampler."""
 
     def __init__(self, channels, num_layers, groups, resample=None, **kwargs):
@@ -112,7 +112,7 @@ class VAELevel(keras.layers.Layer):
         return x
 
 
-class VAEEncoder(keras.layers.Layer):
+class VAEEncoder(L.BuildOnFirstCall, keras.layers.Layer):
     """Image (B, H, W, 3) in [-1, 1] -> moments (B, H/f, W/f, 2 * latent_channels) (before quant_conv)."""
 
     def __init__(self, config: VAEConfig, **kwargs):
@@ -137,7 +137,7 @@ class VAEEncoder(keras.layers.Layer):
         return self.conv_out(L.silu(self.conv_norm_out(x)))  # (B, H/f, W/f, 2 * C_latent)
 
 
-class VAEDecoder(keras.layers.Layer):
+class VAEDecoder(L.BuildOnFirstCall, keras.layers.Layer):
     """Latent (B, h, w, C) (after post_quant_conv) -> image (B, h * f, w * f, 3), roughly [-1, 1]."""
 
     def __init__(self, config: VAEConfig, **kwargs):
@@ -162,7 +162,7 @@ class VAEDecoder(keras.layers.Layer):
         return self.conv_out(L.silu(self.conv_norm_out(x)))
 
 
-class AutoencoderKL(keras.Model):
+class AutoencoderKL(L.BuildOnFirstCall, keras.Model):
     """``encode``: image -> (mean, logvar) of the latent; ``decode``: latent -> image. Unscaled latents."""
 
     def __init__(self, config: VAEConfig, **kwargs):
