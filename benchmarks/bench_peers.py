@@ -18,12 +18,13 @@ then ``--repeats`` timed calls (median, min, max). The work is Stable Diffusion 
   ``StableDiffusionPipeline`` with DDIM, or with ``--sampler dpmpp_2m`` its
   DPMSolverMultistepScheduler).
 
-Time to an image of equal quality (steps from ``benchmarks/speed_quality.py``), 512^2, long rows
-timed once after the first call:
+Time to an image of equal quality (sampler and steps from ``benchmarks/speed_quality.py``), 512^2,
+long rows timed once after the first call:
 
-    python benchmarks/bench_peers.py --size 512 --components pipeline --sampler dpmpp_2m \
-        --steps 15 --kerascv-steps 50 --warmups 0 --repeats 1 \
-        --modes "sdlib:Mixed precision" sdlib:XLA keras-cv:Standard "diffusers:eager bfloat16"
+    python benchmarks/bench_peers.py --size 512 --components pipeline --sampler ddim --steps 8 \
+        --diffusers-sampler dpmpp_2m --kerascv-steps 50 --warmups 0 --repeats 1 \
+        --modes "sdlib:Mixed precision" sdlib:Standard "keras-cv:Mixed precision" \
+        "diffusers:eager bfloat16"
 
 "cold" is import + build + first call. sdlib builds its whole pipeline in every row (the text row
 too), keras-cv and diffusers only the component timed, so compare cold starts on ``pipeline`` rows.
@@ -439,6 +440,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=1, help="pipeline rows: images per call")
     parser.add_argument("--warmups", type=int, default=1, help="untimed calls after the first")
     parser.add_argument("--sampler", default="ddim", choices=["ddim", "euler", "dpmpp_2m"])
+    parser.add_argument("--diffusers-sampler", default=None, choices=["ddim", "euler", "dpmpp_2m"],
+                        help="pipeline rows: diffusers' scheduler (default --sampler)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--torch-python", default=sys.executable,
                         help="interpreter with torch + diffusers (default: this one)")
@@ -462,7 +465,9 @@ def main():
                 if args.modes and not {mode, f"{library}:{mode}"} & set(args.modes):
                     continue
                 spec = {"library": library, "mode": mode, "component": component,
-                        "size": args.size, "steps": args.steps, "sampler": args.sampler,
+                        "size": args.size, "steps": args.steps,
+                        "sampler": (args.diffusers_sampler or args.sampler) if library == "diffusers"
+                        else args.sampler,
                         "repeats": args.repeats, "warmups": args.warmups,
                         "batch_size": args.batch_size,
                         "kerascv_steps": args.kerascv_steps or args.steps}

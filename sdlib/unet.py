@@ -355,7 +355,7 @@ class UNet(L.BuildOnFirstCall, keras.Model):
 
     def build_weights(self, context_length=77):
         levels = len(self.config.block_out_channels)
-        size = 2 ** (levels - 1)
+        size = 2 ** levels  # 2x2 at the deepest level: attention over more than one token
         self(
             ops.zeros((1, size, size, self.config.in_channels)),
             ops.zeros((1,), dtype="int32"),

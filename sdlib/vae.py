@@ -194,7 +194,7 @@ class AutoencoderKL(L.BuildOnFirstCall, keras.Model):
         return self.decode(mean)
 
     def build_weights(self):
-        size = self.config.scale_factor
+        size = 2 * self.config.scale_factor  # a 2x2 latent: attention over more than one pixel
         self.decode(self.encode(ops.zeros((1, size, size, self.config.in_channels)))[0])
         self.built = True
         return self
