@@ -26,8 +26,8 @@ long rows timed once after the first call:
         --modes "sdlib:Mixed precision" sdlib:Standard "keras-cv:Mixed precision" \
         "diffusers:eager bfloat16"
 
-"cold" is import + build + first call. sdlib builds its whole pipeline in every row (the text row
-too), keras-cv and diffusers only the component timed, so compare cold starts on ``pipeline`` rows.
+"cold" is import + build + first call. Every library creates the weights of the timed component only
+(all three for ``pipeline`` rows).
 
 A matmul peak (4096^2, float32 and bfloat16, TensorFlow and torch) is measured in the same run; GFLOP/s
 uses FLOP counts of the diffusers models (``FLOPS`` below). The table gives each row's ratio to the
@@ -115,28 +115,37 @@ def run_sdlib(spec):
 
     import sdlib
     from sdlib import checkpoint, presets
+    from sdlib import layers as L
     from sdlib.bench import inference_policy
     from sdlib.schedulers import DDIMScheduler
+    from sdlib.text_encoder import CLIPTextEncoder
     from sdlib.tokenizer import CLIPTokenizer
+    from sdlib.unet import UNet
+    from sdlib.vae import AutoencoderKL
     import_s = time.perf_counter() - start
     jit, precision = MODES["sdlib"][spec["mode"]]
     dtype = None if precision == "float32" else inference_policy()
-    size = spec["size"]
+    size, component = spec["size"], spec["component"]
     # Built the way a checkpoint is loaded (empty weights, then the values); the values here are
-    # random and filling them is not timed, as keras-cv's and diffusers' weight loading is not.
+    # random and filling them is not timed, as keras-cv's and diffusers' weight loading is not. Like
+    # theirs, a component row creates the weights of that component only.
     start = time.perf_counter()
     configs = presets.sd15_configs()
-    models = checkpoint.build_models(configs, dtype=dtype, fast=True)
+    with L.fast_init():
+        models = [CLIPTextEncoder(configs["text_encoder"], dtype=dtype),
+                  UNet(configs["unet"], dtype=dtype),
+                  AutoencoderKL(configs["vae"], dtype=checkpoint.vae_dtype(dtype))]
+        timed_parts = {"text": [0], "unet": [1], "vae": [2]}.get(component, [0, 1, 2])
+        for index in timed_parts:
+            models[index].build_weights()
     pipe = sdlib.StableDiffusion(
-        models["text_encoder"], models["unet"], models["vae"],
-        CLIPTokenizer.from_default(max_length=configs["text_encoder"].max_position_embeddings),
+        *models, CLIPTokenizer.from_default(max_length=configs["text_encoder"].max_position_embeddings),
         DDIMScheduler(configs["scheduler"]), size, size, jit_compile=jit, name="sd-v1-5")
     build_s = time.perf_counter() - start
-    for index, model in enumerate((pipe.text_encoder, pipe.unet, pipe.vae)):
-        presets.randomize(model, seed=index)
+    for index in timed_parts:
+        presets.randomize(models[index], seed=index)
     rng = np.random.default_rng(0)
     latent = ops.convert_to_tensor(rng.standard_normal((1, *pipe.latent_shape)), "float32")
-    component = spec["component"]
     if component == "text":
         def call():
             return pipe.encode_text([PROMPT, ""])
@@ -496,7 +505,8 @@ def archived_command(argv, torch_python):
     """The command line, without this machine's paths: the torch interpreter becomes $TORCH_PYTHON."""
     words = ["$TORCH_PYTHON" if word == torch_python and word != sys.executable else word
              for word in argv]
-    return " ".join(["benchmarks/bench_peers.py", *words[1:]])
+    return " ".join(["benchmarks/bench_peers.py", *(f'"{word}"' if " " in word else word
+                                                     for word in words[1:])])
 
 
 def device_description():

@@ -61,3 +61,8 @@ def test_pipeline_rows_name_their_sampler_and_steps(peers):
     kerascv_row = {**sdlib_row, "library": "keras-cv", "mode": "Standard"}
     assert peers.mode_label(sdlib_row) == "Mixed precision, dpmpp_2m 15 steps x 1"
     assert peers.mode_label(kerascv_row) == "Standard, ddim 50 steps x 1"  # keras-cv: its DDIM only
+
+
+def test_archived_command_quotes_modes_with_spaces(peers):
+    command = peers.archived_command(["x.py", "--modes", "sdlib:Mixed precision", "sdlib:XLA"], "py")
+    assert command == 'benchmarks/bench_peers.py --modes "sdlib:Mixed precision" sdlib:XLA'
