@@ -25,6 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
+from sdlib import bench  # noqa: E402
 from sdlib import layers as L  # noqa: E402
 
 
@@ -32,14 +33,8 @@ def timed(fn, args, repeats):
     import tensorflow as tf
 
     compiled = tf.function(fn, jit_compile=False)
-    for _ in range(2):
-        keras.ops.convert_to_numpy(compiled(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        keras.ops.convert_to_numpy(compiled(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return bench.time_call(lambda: keras.ops.convert_to_numpy(compiled(*args)), repeats=repeats,
+                           warmup=1)["median_s"]
 
 
 def random(shape, dtype="bfloat16", seed=0):

@@ -115,13 +115,9 @@ def run_sdlib(spec):
 
     import sdlib
     from sdlib import checkpoint, presets
-    from sdlib import layers as L
     from sdlib.bench import inference_policy
     from sdlib.schedulers import DDIMScheduler
-    from sdlib.text_encoder import CLIPTextEncoder
     from sdlib.tokenizer import CLIPTokenizer
-    from sdlib.unet import UNet
-    from sdlib.vae import AutoencoderKL
     import_s = time.perf_counter() - start
     jit, precision = MODES["sdlib"][spec["mode"]]
     dtype = None if precision == "float32" else inference_policy()
@@ -131,19 +127,16 @@ def run_sdlib(spec):
     # theirs, a component row creates the weights of that component only.
     start = time.perf_counter()
     configs = presets.sd15_configs()
-    with L.fast_init():
-        models = [CLIPTextEncoder(configs["text_encoder"], dtype=dtype),
-                  UNet(configs["unet"], dtype=dtype),
-                  AutoencoderKL(configs["vae"], dtype=checkpoint.vae_dtype(dtype))]
-        timed_parts = {"text": [0], "unet": [1], "vae": [2]}.get(component, [0, 1, 2])
-        for index in timed_parts:
-            models[index].build_weights()
+    names = checkpoint.MODEL_NAMES
+    timed_parts = {"text": ["text_encoder"], "unet": ["unet"], "vae": ["vae"]}.get(component, names)
+    models = checkpoint.build_models(configs, dtype=dtype, with_weights=timed_parts)
     pipe = sdlib.StableDiffusion(
-        *models, CLIPTokenizer.from_default(max_length=configs["text_encoder"].max_position_embeddings),
+        *(models[name] for name in names),
+        CLIPTokenizer.from_default(max_length=configs["text_encoder"].max_position_embeddings),
         DDIMScheduler(configs["scheduler"]), size, size, jit_compile=jit, name="sd-v1-5")
     build_s = time.perf_counter() - start
-    for index in timed_parts:
-        presets.randomize(models[index], seed=index)
+    for name in timed_parts:  # the seeds presets.build uses
+        presets.randomize(models[name], seed=names.index(name))
     rng = np.random.default_rng(0)
     latent = ops.convert_to_tensor(rng.standard_normal((1, *pipe.latent_shape)), "float32")
     if component == "text":

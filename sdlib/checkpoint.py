@@ -107,18 +107,26 @@ def vae_dtype(dtype):
     return "float32" if dtype in ("float16", "mixed_float16") else dtype
 
 
-def build_models(configs, dtype=None, fast=True):
+MODEL_NAMES = ("text_encoder", "unet", "vae")
+
+
+def build_models(configs, dtype=None, fast=True, with_weights=MODEL_NAMES):
     """Models with zero weights (``fast``) ready for ``load_state_dict``, else random ones.
 
     ``dtype``: a Keras dtype policy name ("float32", "mixed_bfloat16", "mixed_float16", ...).
+    ``with_weights``: the models whose weights are created now; the others create theirs on their
+    first call (a benchmark of one component builds only that one).
     """
     with L.fast_init() if fast else contextlib.nullcontext():
-        return {
-            "text_encoder": CLIPTextEncoder(configs["text_encoder"], dtype=dtype).build_weights(),
-            "unet": UNet(configs["unet"], dtype=dtype).build_weights(
-                configs["text_encoder"].max_position_embeddings),
-            "vae": AutoencoderKL(configs["vae"], dtype=vae_dtype(dtype)).build_weights(),
-        }
+        models = {"text_encoder": CLIPTextEncoder(configs["text_encoder"], dtype=dtype),
+                  "unet": UNet(configs["unet"], dtype=dtype),
+                  "vae": AutoencoderKL(configs["vae"], dtype=vae_dtype(dtype))}
+        for name in with_weights:
+            if name == "unet":
+                models[name].build_weights(configs["text_encoder"].max_position_embeddings)
+            else:
+                models[name].build_weights()
+    return models
 
 
 def _tokenizer(folder, text_config):

@@ -218,21 +218,19 @@ def multi_head_attention(query, key, value, num_heads, is_causal=False):
     runs the attention of a 512x512 UNet step 1.7x faster on a CPU. float16 logits are upcast, since
     they can overflow. Other backends use ``ops.dot_product_attention`` (JAX: float32 logits, fused).
     """
+    batch = ops.shape(query)[0]
+    head_dim = query.shape[-1] // num_heads
+
+    def split(x):  # (B, T, N * D) -> (B, T, N, D)
+        return ops.reshape(x, (batch, -1, num_heads, head_dim))
+
     if keras.backend.backend() != "tensorflow":
-        batch = ops.shape(query)[0]
-        head_dim = query.shape[-1] // num_heads
-        split = lambda x: ops.reshape(x, (batch, -1, num_heads, head_dim))  # noqa: E731
         out = ops.dot_product_attention(split(query), split(key), split(value),
                                         scale=1.0 / math.sqrt(head_dim), is_causal=is_causal)
         return ops.reshape(out, (batch, -1, num_heads * head_dim))  # (B, Tq, N * D)
-    batch = ops.shape(query)[0]
-    head_dim = query.shape[-1] // num_heads
     scale = ops.cast(1.0 / math.sqrt(head_dim), query.dtype)
-
-    def heads(x):
-        return ops.transpose(ops.reshape(x, (batch, -1, num_heads, head_dim)), (0, 2, 1, 3))
-
-    q, k, v = heads(query * scale), heads(key), heads(value)  # (B, N, T, D)
+    q, k, v = (ops.transpose(split(x), (0, 2, 1, 3))
+               for x in (query * scale, key, value))  # (B, N, T, D)
     logits = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))  # (B, N, Tq, Tk)
     if keras.backend.standardize_dtype(logits.dtype) == "float16":
         logits = ops.cast(logits, "float32")
