@@ -43,16 +43,19 @@ def _init(default):
     return "zeros" if _FAST_INIT[0] else default
 
 
-class BuildOnFirstCall:
-    """Mixin for a layer made of sub-layers: they create their weights on its first call.
+def with_channels(shape, channels):
+    """``shape`` with its last axis replaced: what a sub-layer that changes the channels outputs.
 
-    Without a ``build`` method Keras builds a layer by tracing its ``call`` symbolically first, and
-    every nested block again inside its parent's trace: that made building SD v1.5's UNet take ~10 s
-    before any weight was loaded. Leaf layers (Conv2D, Dense, norms) build from their input shapes.
+    Container layers build their sub-layers from shapes (``build``), as Keras recommends, instead of
+    running a forward pass: building SD v1.5 then executes no ops but the weights' creation.
     """
+    return (*shape[:-1], channels)
 
-    def build(self, input_shape=None):
-        self.built = True
+
+def image_shape(channels):
+    """A channels-last image shape whose batch and spatial sizes are left open: weights do not
+    depend on them."""
+    return (None, None, None, channels)
 
 
 def conv2d(filters, kernel_size, strides=1, padding="same", dtype=None, name=None):
@@ -68,6 +71,12 @@ def dense(units, use_bias=True, dtype=None, name=None):
     )
 
 
+def expand_groups(per_group, batch, groups, width):
+    """(B, G, 1) -> (B, 1, G * W): each channel gets the value of its group (a broadcast, not
+    ``ops.repeat``, which TensorFlow builds from a dozen ops)."""
+    return ops.reshape(ops.broadcast_to(per_group, (batch, groups, width)), (batch, 1, groups * width))
+
+
 class GroupNorm(keras.layers.GroupNormalization):
     """Group normalization (Wu & He 2018) of channels-last inputs, statistics in float32.
 
@@ -75,28 +84,46 @@ class GroupNorm(keras.layers.GroupNormalization):
     first (long, contiguous reductions), then per group. Keras reduces a (B, HW, groups, C / groups)
     view whose innermost axis is only C / groups long; in TensorFlow on a CPU that made the VAE
     decoder's 512x512x128 norms 4x slower than here and cost a third of the decode. Two passes
-    (mean, then squared deviations) keep the variance exact where the mean is large.
+    (mean, then squared deviations) keep the variance exact where the mean is large. The result is
+    applied as one per-channel scale and shift in the compute dtype.
     """
 
     def call(self, inputs):
-        shape = ops.shape(inputs)
-        batch, channels = shape[0], inputs.shape[-1]
-        groups, width = self.groups, inputs.shape[-1] // self.groups
-        x = ops.reshape(inputs, (batch, -1, channels))  # (B, N, C), N = pixels
+        shape = ops.shape(inputs)  # ints where static (always, inside the pipeline's functions)
+        batch, channels = shape[0], shape[-1]
+        groups, width = self.groups, channels // self.groups
+        pixels = math.prod(shape[1:-1]) if all(isinstance(d, int) for d in shape[1:-1]) else -1
+        x = ops.reshape(inputs, (batch, pixels, channels))  # (B, N, C), N = pixels
         x32 = ops.cast(x, "float32")
-        count = ops.cast(ops.shape(x)[1] * width, "float32")
+        count = (pixels if pixels != -1 else ops.cast(ops.shape(x)[1], "float32")) * width
 
-        def per_group(per_channel):  # (B, C) sums -> (B, 1, C), each channel its group's value
-            grouped = ops.sum(ops.reshape(per_channel, (batch, groups, width)), axis=-1,
-                              keepdims=True) / count  # (B, G, 1)
-            return ops.reshape(ops.repeat(grouped, width, axis=-1), (batch, 1, channels))
+        def group_mean(per_channel_sum):  # (B, C) -> (B, 1, C), each channel its group's mean
+            grouped = ops.reshape(per_channel_sum, (batch, groups, width))
+            return expand_groups(ops.sum(grouped, axis=-1, keepdims=True) / count, batch, groups, width)
 
-        mean = per_group(ops.sum(x32, axis=1))
-        variance = per_group(ops.sum(ops.square(x32 - mean), axis=1))
-        scale = ops.rsqrt(variance + self.epsilon) * ops.cast(self.gamma, "float32")
+        mean = group_mean(ops.sum(x32, axis=1))
+        variance = group_mean(ops.sum(ops.square(x32 - mean), axis=1))
+        scale = ops.rsqrt(variance + self.epsilon) * ops.cast(self.gamma, "float32")  # (B, 1, C)
         shift = ops.cast(self.beta, "float32") - mean * scale
         out = x * ops.cast(scale, x.dtype) + ops.cast(shift, x.dtype)  # in the compute dtype
         return ops.reshape(out, shape)
+
+
+class LayerNorm(keras.layers.LayerNormalization):
+    """Layer normalization (Ba et al. 2016) over the last axis, statistics in float32.
+
+    Same weights and result as Keras' layer; like :class:`GroupNorm` it applies a per-row scale and
+    shift in the compute dtype, in a third of the graph ops Keras' version traces (it casts every
+    operand and builds its moments with a stop-gradient).
+    """
+
+    def call(self, inputs):
+        x32 = ops.cast(inputs, "float32")
+        mean = ops.mean(x32, axis=-1, keepdims=True)  # (..., 1)
+        centered = x32 - mean
+        variance = ops.mean(ops.square(centered), axis=-1, keepdims=True)
+        out = centered * ops.rsqrt(variance + self.epsilon) * ops.cast(self.gamma, "float32")
+        return ops.cast(out + ops.cast(self.beta, "float32"), self.compute_dtype)
 
 
 def group_norm(groups, epsilon, dtype=None, name=None):
@@ -106,7 +133,7 @@ def group_norm(groups, epsilon, dtype=None, name=None):
 
 
 def layer_norm(epsilon, dtype=None, name=None):
-    return keras.layers.LayerNormalization(epsilon=epsilon, dtype=dtype, name=name)
+    return LayerNorm(epsilon=epsilon, dtype=dtype, name=name)
 
 
 def named_leaf_layers(layer, prefix=""):
@@ -149,9 +176,17 @@ class ResnetBlock2D(keras.layers.Layer):
         self.conv2 = conv2d(out_channels, 3, dtype=dtype)
         self.conv_shortcut = None
 
-    def build(self, input_shape):
-        if input_shape[-1] != self.out_channels:
+    def build(self, x_shape, time_embedding_shape=None):
+        hidden_shape = with_channels(x_shape, self.out_channels)
+        self.norm1.build(x_shape)
+        self.conv1.build(x_shape)
+        if self.time_emb_proj is not None:
+            self.time_emb_proj.build(time_embedding_shape)
+        self.norm2.build(hidden_shape)
+        self.conv2.build(hidden_shape)
+        if x_shape[-1] != self.out_channels:
             self.conv_shortcut = conv2d(self.out_channels, 1, dtype=self.dtype_policy)
+            self.conv_shortcut.build(x_shape)
 
     def call(self, x, time_embedding=None):
         h = self.conv1(silu(self.norm1(x)))  # (B, H, W, out)
@@ -162,7 +197,7 @@ class ResnetBlock2D(keras.layers.Layer):
         return shortcut + h
 
 
-class Downsample2D(BuildOnFirstCall, keras.layers.Layer):
+class Downsample2D(keras.layers.Layer):
     """3x3 conv with stride 2. ``padding`` is (before, after) per spatial axis.
 
     The UNet pads (1, 1); the VAE encoder pads (0, 1). Keras' 'same' with stride 2 pads (0, 1) on
@@ -174,21 +209,29 @@ class Downsample2D(BuildOnFirstCall, keras.layers.Layer):
         self.padding = tuple(padding)
         self.conv = conv2d(channels, 3, strides=2, padding="valid", dtype=self.dtype_policy)
 
+    def build(self, x_shape):
+        self.conv.build(x_shape)
+
     def call(self, x):
         before, after = self.padding
         x = ops.pad(x, [[0, 0], [before, after], [before, after], [0, 0]])
         return self.conv(x)  # (B, H/2, W/2, C)
 
 
-class Upsample2D(BuildOnFirstCall, keras.layers.Layer):
+class Upsample2D(keras.layers.Layer):
     """Nearest-neighbour x2 then a 3x3 conv."""
 
     def __init__(self, channels, **kwargs):
         super().__init__(**kwargs)
         self.conv = conv2d(channels, 3, dtype=self.dtype_policy)
 
+    def build(self, x_shape):
+        self.conv.build(x_shape)
+
     def call(self, x):
-        x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)  # (B, 2H, 2W, C)
+        batch, height, width, channels = ops.shape(x)
+        x = ops.broadcast_to(x[:, :, None, :, None, :], (batch, height, 2, width, 2, channels))
+        x = ops.reshape(x, (batch, 2 * height, 2 * width, channels))  # (B, 2H, 2W, C)
         return self.conv(x)
 
 

@@ -47,7 +47,7 @@ ACTIVATIONS = {
 }
 
 
-class CLIPEmbeddings(L.BuildOnFirstCall, keras.layers.Layer):
+class CLIPEmbeddings(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
@@ -59,12 +59,16 @@ class CLIPEmbeddings(L.BuildOnFirstCall, keras.layers.Layer):
             config.max_position_embeddings, config.hidden_size, embeddings_initializer=init, dtype=dtype
         )
 
+    def build(self, token_ids_shape):
+        self.token_embedding.build(token_ids_shape)
+        self.position_embedding.build(token_ids_shape[1:])
+
     def call(self, token_ids):
         positions = ops.arange(ops.shape(token_ids)[1])
         return self.token_embedding(token_ids) + self.position_embedding(positions)[None]  # (B, T, D)
 
 
-class CLIPAttention(L.BuildOnFirstCall, keras.layers.Layer):
+class CLIPAttention(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
@@ -74,6 +78,10 @@ class CLIPAttention(L.BuildOnFirstCall, keras.layers.Layer):
         self.q_proj = L.dense(config.hidden_size, dtype=dtype)
         self.out_proj = L.dense(config.hidden_size, dtype=dtype)
 
+    def build(self, x_shape):
+        for dense in (self.k_proj, self.v_proj, self.q_proj, self.out_proj):
+            dense.build(x_shape)
+
     def call(self, x):
         out = L.multi_head_attention(
             self.q_proj(x), self.k_proj(x), self.v_proj(x), self.num_heads, is_causal=True
@@ -81,18 +89,22 @@ class CLIPAttention(L.BuildOnFirstCall, keras.layers.Layer):
         return self.out_proj(out)
 
 
-class CLIPMLP(L.BuildOnFirstCall, keras.layers.Layer):
+class CLIPMLP(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
         self.activation = ACTIVATIONS[config.hidden_act]
         self.fc1 = L.dense(config.intermediate_size, dtype=self.dtype_policy)
         self.fc2 = L.dense(config.hidden_size, dtype=self.dtype_policy)
 
+    def build(self, x_shape):
+        self.fc1.build(x_shape)
+        self.fc2.build(L.with_channels(x_shape, self.fc1.units))
+
     def call(self, x):
         return self.fc2(self.activation(self.fc1(x)))
 
 
-class CLIPEncoderLayer(L.BuildOnFirstCall, keras.layers.Layer):
+class CLIPEncoderLayer(keras.layers.Layer):
     """Pre-norm transformer layer: x + attn(ln1(x)), then x + mlp(ln2(x))."""
 
     def __init__(self, config, **kwargs):
@@ -103,17 +115,25 @@ class CLIPEncoderLayer(L.BuildOnFirstCall, keras.layers.Layer):
         self.mlp = CLIPMLP(config, dtype=dtype)
         self.layer_norm2 = L.layer_norm(config.layer_norm_eps, dtype=dtype)
 
+    def build(self, x_shape):
+        for layer in (self.self_attn, self.layer_norm1, self.mlp, self.layer_norm2):
+            layer.build(x_shape)
+
     def call(self, x):
         x = x + self.self_attn(self.layer_norm1(x))
         return x + self.mlp(self.layer_norm2(x))
 
 
-class CLIPEncoder(L.BuildOnFirstCall, keras.layers.Layer):
+class CLIPEncoder(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
         self.layers = [
             CLIPEncoderLayer(config, dtype=self.dtype_policy) for _ in range(config.num_hidden_layers)
         ]
+
+    def build(self, x_shape):
+        for layer in self.layers:
+            layer.build(x_shape)
 
     def call(self, x):
         for layer in self.layers:
@@ -121,7 +141,7 @@ class CLIPEncoder(L.BuildOnFirstCall, keras.layers.Layer):
         return x
 
 
-class CLIPTextEncoder(L.BuildOnFirstCall, keras.Model):
+class CLIPTextEncoder(keras.Model):
     """Token ids (B, T) int -> last hidden state (B, T, hidden_size)."""
 
     def __init__(self, config: TextEncoderConfig, **kwargs):
@@ -133,13 +153,19 @@ class CLIPTextEncoder(L.BuildOnFirstCall, keras.Model):
         self.encoder = CLIPEncoder(config, dtype=dtype)
         self.final_layer_norm = L.layer_norm(config.layer_norm_eps, dtype=dtype)
 
+    def build(self, token_ids_shape):
+        self.embeddings.build(token_ids_shape)
+        x_shape = (*token_ids_shape, self.config.hidden_size)  # (B, T, D)
+        self.encoder.build(x_shape)
+        self.final_layer_norm.build(x_shape)
+
     def call(self, token_ids):
         x = self.embeddings(token_ids)  # (B, T, D)
         x = self.encoder(x)
         return self.final_layer_norm(x)  # (B, T, D)
 
     def build_weights(self):
-        self(ops.zeros((1, self.config.max_position_embeddings), dtype="int32"))
+        self.build((None, self.config.max_position_embeddings))
         return self
 
     def get_config(self):

@@ -116,17 +116,21 @@ def timestep_embedding(timesteps, dim, flip_sin_to_cos=True, freq_shift=0):
     return ops.concatenate(parts, axis=-1)  # (B, dim)
 
 
-class TimestepEmbedding(L.BuildOnFirstCall, keras.layers.Layer):
+class TimestepEmbedding(keras.layers.Layer):
     def __init__(self, dim, **kwargs):
         super().__init__(**kwargs)
         self.linear_1 = L.dense(dim, dtype=self.dtype_policy)
         self.linear_2 = L.dense(dim, dtype=self.dtype_policy)
 
+    def build(self, x_shape):
+        self.linear_1.build(x_shape)
+        self.linear_2.build(L.with_channels(x_shape, self.linear_1.units))
+
     def call(self, x):
         return self.linear_2(L.silu(self.linear_1(x)))
 
 
-class Attention(L.BuildOnFirstCall, keras.layers.Layer):
+class Attention(keras.layers.Layer):
     """Multi-head attention; ``context=None`` makes it self-attention."""
 
     def __init__(self, inner_dim, num_heads, **kwargs):
@@ -138,6 +142,13 @@ class Attention(L.BuildOnFirstCall, keras.layers.Layer):
         self.to_v = L.dense(inner_dim, use_bias=False, dtype=dtype)
         self.to_out = [L.dense(inner_dim, dtype=dtype)]
 
+    def build(self, x_shape, context_shape=None):
+        context_shape = x_shape if context_shape is None else context_shape
+        self.to_q.build(x_shape)
+        self.to_k.build(context_shape)
+        self.to_v.build(context_shape)
+        self.to_out[0].build(L.with_channels(x_shape, self.to_q.units))
+
     def call(self, x, context=None):
         context = x if context is None else context
         out = L.multi_head_attention(
@@ -146,30 +157,37 @@ class Attention(L.BuildOnFirstCall, keras.layers.Layer):
         return self.to_out[0](out)
 
 
-class GEGLU(L.BuildOnFirstCall, keras.layers.Layer):
+class GEGLU(keras.layers.Layer):
     """Gated GELU feed-forward input (Shazeer 2020): ``hidden * gelu(gate)``, exact GELU."""
 
     def __init__(self, inner_dim, **kwargs):
         super().__init__(**kwargs)
         self.proj = L.dense(inner_dim * 2, dtype=self.dtype_policy)
 
+    def build(self, x_shape):
+        self.proj.build(x_shape)
+
     def call(self, x):
         hidden, gate = ops.split(self.proj(x), 2, axis=-1)
         return hidden * L.gelu(gate)
 
 
-class FeedForward(L.BuildOnFirstCall, keras.layers.Layer):
+class FeedForward(keras.layers.Layer):
     def __init__(self, dim, **kwargs):
         super().__init__(**kwargs)
         # `net.1` is dropout in diffusers: keep the index so names match.
         self.net = [GEGLU(dim * 4, dtype=self.dtype_policy), keras.layers.Identity(),
                     L.dense(dim, dtype=self.dtype_policy)]
 
+    def build(self, x_shape):
+        self.net[0].build(x_shape)
+        self.net[2].build(L.with_channels(x_shape, self.net[0].proj.units // 2))
+
     def call(self, x):
         return self.net[2](self.net[0](x))
 
 
-class BasicTransformerBlock(L.BuildOnFirstCall, keras.layers.Layer):
+class BasicTransformerBlock(keras.layers.Layer):
     """Self-attention, cross-attention over the text, feed-forward; each pre-norm and residual."""
 
     def __init__(self, dim, num_heads, **kwargs):
@@ -182,13 +200,20 @@ class BasicTransformerBlock(L.BuildOnFirstCall, keras.layers.Layer):
         self.norm3 = L.layer_norm(1e-5, dtype=dtype)
         self.ff = FeedForward(dim, dtype=dtype)
 
+    def build(self, x_shape, context_shape):
+        for norm in (self.norm1, self.norm2, self.norm3):
+            norm.build(x_shape)
+        self.attn1.build(x_shape)
+        self.attn2.build(x_shape, context_shape)
+        self.ff.build(x_shape)
+
     def call(self, x, context):
         x = x + self.attn1(self.norm1(x))
         x = x + self.attn2(self.norm2(x), context)
         return x + self.ff(self.norm3(x))
 
 
-class Transformer2DModel(L.BuildOnFirstCall, keras.layers.Layer):
+class Transformer2DModel(keras.layers.Layer):
     """The spatial transformer: GroupNorm, project in, transformer blocks over HW tokens, project out."""
 
     def __init__(self, channels, num_heads, num_layers, groups, use_linear_projection, **kwargs):
@@ -203,6 +228,15 @@ class Transformer2DModel(L.BuildOnFirstCall, keras.layers.Layer):
             BasicTransformerBlock(channels, num_heads, dtype=dtype) for _ in range(num_layers)
         ]
         self.proj_out = make_proj()
+
+    def build(self, x_shape, context_shape):
+        self.norm.build(x_shape)
+        tokens_shape = (x_shape[0], None, x_shape[-1])  # (B, HW, C)
+        projected_shape = tokens_shape if self.use_linear_projection else x_shape
+        self.proj_in.build(projected_shape)
+        for block in self.transformer_blocks:
+            block.build(tokens_shape, context_shape)
+        self.proj_out.build(projected_shape)
 
     def call(self, x, context):
         batch, height, width, channels = ops.shape(x)
@@ -223,7 +257,7 @@ class Transformer2DModel(L.BuildOnFirstCall, keras.layers.Layer):
         return x + residual
 
 
-class UNetLevel(L.BuildOnFirstCall, keras.layers.Layer):
+class UNetLevel(keras.layers.Layer):
     """One resolution level: ResNet blocks, each followed by a spatial transformer if ``attention``."""
 
     def __init__(self, channels, num_layers, attention, num_heads, config, **kwargs):
@@ -239,6 +273,18 @@ class UNetLevel(L.BuildOnFirstCall, keras.layers.Layer):
             for _ in range(num_layers)
         ] if attention else []
 
+    def build_level(self, x_shape, time_embedding_shape, context_shape, skip_shapes=()):
+        """Build the ResNet blocks and transformers; an up level's blocks each take one skip."""
+        skip_shapes = list(skip_shapes)
+        for index, resnet in enumerate(self.resnets):
+            if skip_shapes:
+                x_shape = L.with_channels(x_shape, x_shape[-1] + skip_shapes.pop()[-1])
+            resnet.build(x_shape, time_embedding_shape)
+            x_shape = L.with_channels(x_shape, resnet.out_channels)
+            if self.attentions:
+                self.attentions[index].build(x_shape, context_shape)
+        return x_shape
+
 
 class DownBlock(UNetLevel):
     def __init__(self, channels, num_heads, attention, add_downsample, config, **kwargs):
@@ -247,6 +293,11 @@ class DownBlock(UNetLevel):
         self.downsamplers = [
             L.Downsample2D(channels, padding=(padding, padding), dtype=self.dtype_policy)
         ] if add_downsample else []
+
+    def build(self, x_shape, time_embedding_shape, context_shape):
+        x_shape = self.build_level(x_shape, time_embedding_shape, context_shape)
+        for downsampler in self.downsamplers:
+            downsampler.build(x_shape)
 
     def call(self, x, time_embedding, context):
         skips = []
@@ -268,6 +319,11 @@ class UpBlock(UNetLevel):
             L.Upsample2D(channels, dtype=self.dtype_policy)
         ] if add_upsample else []
 
+    def build(self, x_shape, skips_shape, time_embedding_shape, context_shape):
+        x_shape = self.build_level(x_shape, time_embedding_shape, context_shape, skips_shape)
+        for upsampler in self.upsamplers:
+            upsampler.build(x_shape)
+
     def call(self, x, skips, time_embedding, context, next_skip=None):
         """``next_skip``: the skip the level above will take first; the upsampler matches its size."""
         for index, resnet in enumerate(self.resnets):
@@ -285,7 +341,7 @@ class UpBlock(UNetLevel):
         return x
 
 
-class MidBlock(L.BuildOnFirstCall, keras.layers.Layer):
+class MidBlock(keras.layers.Layer):
     def __init__(self, channels, num_heads, config, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
@@ -298,13 +354,18 @@ class MidBlock(L.BuildOnFirstCall, keras.layers.Layer):
             for _ in range(2)
         ]
 
+    def build(self, x_shape, time_embedding_shape, context_shape):
+        self.resnets[0].build(x_shape, time_embedding_shape)
+        self.attentions[0].build(x_shape, context_shape)
+        self.resnets[1].build(x_shape, time_embedding_shape)
+
     def call(self, x, time_embedding, context):
         x = self.resnets[0](x, time_embedding)
         x = self.attentions[0](x, context)
         return self.resnets[1](x, time_embedding)
 
 
-class UNet(L.BuildOnFirstCall, keras.Model):
+class UNet(keras.Model):
     """Predicts the noise in a latent: (latent (B, h, w, C), timestep (B,), context (B, 77, D))."""
 
     def __init__(self, config: UNetConfig, **kwargs):
@@ -334,6 +395,28 @@ class UNet(L.BuildOnFirstCall, keras.Model):
         self.conv_norm_out = L.group_norm(config.norm_num_groups, config.norm_eps, dtype=dtype)
         self.conv_out = L.conv2d(config.out_channels, 3, dtype=dtype)
 
+    def build(self, latent_shape, timesteps_shape=None, context_shape=None):
+        """Create every weight from the input shapes (no forward pass); the skips' channels are
+        tracked exactly as ``call`` stacks and pops them."""
+        channels = self.config.block_out_channels
+        self.time_embedding.build((None, channels[0]))
+        time_embedding_shape = (None, self.time_embedding.linear_2.units)
+        self.conv_in.build(latent_shape)
+        x_shape = L.image_shape(channels[0])
+        skip_shapes = [x_shape]
+        for block in self.down_blocks:
+            block.build(x_shape, time_embedding_shape, context_shape)
+            x_shape = L.image_shape(block.resnets[-1].out_channels)
+            skip_shapes += [x_shape] * (len(block.resnets) + len(block.downsamplers))
+        self.mid_block.build(x_shape, time_embedding_shape, context_shape)
+        for block in self.up_blocks:
+            count = len(block.resnets)
+            block_skips, skip_shapes = skip_shapes[-count:], skip_shapes[:-count]
+            block.build(x_shape, block_skips, time_embedding_shape, context_shape)
+            x_shape = L.image_shape(block.resnets[-1].out_channels)
+        self.conv_norm_out.build(x_shape)
+        self.conv_out.build(x_shape)
+
     def call(self, latent, timesteps, context):
         config = self.config
         t_emb = timestep_embedding(
@@ -354,13 +437,8 @@ class UNet(L.BuildOnFirstCall, keras.Model):
         return self.conv_out(x)  # (B, h, w, C_out)
 
     def build_weights(self, context_length=77):
-        levels = len(self.config.block_out_channels)
-        size = 2 ** levels  # 2x2 at the deepest level: attention over more than one token
-        self(
-            ops.zeros((1, size, size, self.config.in_channels)),
-            ops.zeros((1,), dtype="int32"),
-            ops.zeros((1, context_length, self.config.cross_attention_dim)),
-        )
+        self.build(L.image_shape(self.config.in_channels), (None,),
+                   (None, context_length, self.config.cross_attention_dim))
         return self
 
     def get_config(self):

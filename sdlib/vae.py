@@ -48,7 +48,7 @@ class VAEConfig:
         return cls(**values)
 
 
-class VAEAttention(L.BuildOnFirstCall, keras.layers.Layer):
+class VAEAttention(keras.layers.Layer):
     """Single-head self-attention over all pixels, with its own GroupNorm and a residual."""
 
     def __init__(self, channels, groups, **kwargs):
@@ -60,6 +60,12 @@ class VAEAttention(L.BuildOnFirstCall, keras.layers.Layer):
         self.to_v = L.dense(channels, dtype=dtype)
         self.to_out = [L.dense(channels, dtype=dtype)]
 
+    def build(self, x_shape):
+        self.group_norm.build(x_shape)
+        tokens_shape = (x_shape[0], None, x_shape[-1])  # (B, HW, C)
+        for dense in (self.to_q, self.to_k, self.to_v, self.to_out[0]):
+            dense.build(tokens_shape)
+
     def call(self, x):
         batch, height, width, channels = ops.shape(x)
         h = ops.reshape(self.group_norm(x), (batch, height * width, channels))  # (B, HW, C)
@@ -68,7 +74,7 @@ class VAEAttention(L.BuildOnFirstCall, keras.layers.Layer):
         return x + ops.reshape(h, (batch, height, width, channels))
 
 
-class VAEMidBlock(L.BuildOnFirstCall, keras.layers.Layer):
+class VAEMidBlock(keras.layers.Layer):
     def __init__(self, channels, groups, add_attention, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
@@ -78,6 +84,12 @@ class VAEMidBlock(L.BuildOnFirstCall, keras.layers.Layer):
             for _ in range(2)
         ]
 
+    def build(self, x_shape):
+        self.resnets[0].build(x_shape)
+        for attention in self.attentions:
+            attention.build(x_shape)
+        self.resnets[1].build(x_shape)
+
     def call(self, x):
         x = self.resnets[0](x)
         for attention in self.attentions:
@@ -85,7 +97,7 @@ class VAEMidBlock(L.BuildOnFirstCall, keras.layers.Layer):
         return self.resnets[1](x)
 
 
-class VAELevel(L.BuildOnFirstCall, keras.layers.Layer):
+class VAELevel(keras.layers.Layer):
     """ResNet blocks at one resolution, then an optional down- or upsampler."""
 
     def __init__(self, channels, num_layers, groups, resample=None, **kwargs):
@@ -102,6 +114,13 @@ class VAELevel(L.BuildOnFirstCall, keras.layers.Layer):
             self.upsamplers = [L.Upsample2D(channels, dtype=dtype)]
         self.resample = resample
 
+    def build(self, x_shape):
+        for resnet in self.resnets:
+            resnet.build(x_shape)
+            x_shape = L.with_channels(x_shape, resnet.out_channels)
+        for resampler in getattr(self, "downsamplers", []) + getattr(self, "upsamplers", []):
+            resampler.build(x_shape)
+
     def call(self, x):
         for resnet in self.resnets:
             x = resnet(x)
@@ -112,7 +131,7 @@ class VAELevel(L.BuildOnFirstCall, keras.layers.Layer):
         return x
 
 
-class VAEEncoder(L.BuildOnFirstCall, keras.layers.Layer):
+class VAEEncoder(keras.layers.Layer):
     """Image (B, H, W, 3) in [-1, 1] -> moments (B, H/f, W/f, 2 * latent_channels) (before quant_conv)."""
 
     def __init__(self, config: VAEConfig, **kwargs):
@@ -129,6 +148,16 @@ class VAEEncoder(L.BuildOnFirstCall, keras.layers.Layer):
         self.conv_norm_out = L.group_norm(groups, 1e-6, dtype=dtype)
         self.conv_out = L.conv2d(2 * config.latent_channels, 3, dtype=dtype)
 
+    def build(self, image_shape):
+        self.conv_in.build(image_shape)
+        x_shape = L.image_shape(self.conv_in.filters)
+        for block in self.down_blocks:
+            block.build(x_shape)
+            x_shape = L.image_shape(block.resnets[-1].out_channels)
+        self.mid_block.build(x_shape)
+        self.conv_norm_out.build(x_shape)
+        self.conv_out.build(x_shape)
+
     def call(self, image):
         x = self.conv_in(image)
         for block in self.down_blocks:
@@ -137,7 +166,7 @@ class VAEEncoder(L.BuildOnFirstCall, keras.layers.Layer):
         return self.conv_out(L.silu(self.conv_norm_out(x)))  # (B, H/f, W/f, 2 * C_latent)
 
 
-class VAEDecoder(L.BuildOnFirstCall, keras.layers.Layer):
+class VAEDecoder(keras.layers.Layer):
     """Latent (B, h, w, C) (after post_quant_conv) -> image (B, h * f, w * f, 3), roughly [-1, 1]."""
 
     def __init__(self, config: VAEConfig, **kwargs):
@@ -154,6 +183,16 @@ class VAEDecoder(L.BuildOnFirstCall, keras.layers.Layer):
         self.conv_norm_out = L.group_norm(groups, 1e-6, dtype=dtype)
         self.conv_out = L.conv2d(config.out_channels, 3, dtype=dtype)
 
+    def build(self, latent_shape):
+        self.conv_in.build(latent_shape)
+        x_shape = L.image_shape(self.conv_in.filters)
+        self.mid_block.build(x_shape)
+        for block in self.up_blocks:
+            block.build(x_shape)
+            x_shape = L.image_shape(block.resnets[-1].out_channels)
+        self.conv_norm_out.build(x_shape)
+        self.conv_out.build(x_shape)
+
     def call(self, latent):
         x = self.conv_in(latent)
         x = self.mid_block(x)
@@ -162,7 +201,7 @@ class VAEDecoder(L.BuildOnFirstCall, keras.layers.Layer):
         return self.conv_out(L.silu(self.conv_norm_out(x)))
 
 
-class AutoencoderKL(L.BuildOnFirstCall, keras.Model):
+class AutoencoderKL(keras.Model):
     """``encode``: image -> (mean, logvar) of the latent; ``decode``: latent -> image. Unscaled latents."""
 
     def __init__(self, config: VAEConfig, **kwargs):
@@ -176,6 +215,15 @@ class AutoencoderKL(L.BuildOnFirstCall, keras.Model):
         self.quant_conv = L.conv2d(moments, 1, dtype=dtype) if config.use_quant_conv else None
         self.post_quant_conv = (L.conv2d(config.latent_channels, 1, dtype=dtype)
                                 if config.use_post_quant_conv else None)
+
+    def build(self, image_shape):
+        latent_shape = L.image_shape(self.config.latent_channels)
+        self.encoder.build(image_shape)
+        if self.quant_conv is not None:
+            self.quant_conv.build(L.image_shape(2 * self.config.latent_channels))
+        if self.post_quant_conv is not None:
+            self.post_quant_conv.build(latent_shape)
+        self.decoder.build(latent_shape)
 
     def encode(self, image):
         moments = self.encoder(image)
@@ -194,9 +242,7 @@ class AutoencoderKL(L.BuildOnFirstCall, keras.Model):
         return self.decode(mean)
 
     def build_weights(self):
-        size = 2 * self.config.scale_factor  # a 2x2 latent: attention over more than one pixel
-        self.decode(self.encode(ops.zeros((1, size, size, self.config.in_channels)))[0])
-        self.built = True
+        self.build(L.image_shape(self.config.in_channels))
         return self
 
     def get_config(self):

@@ -1,4 +1,4 @@
-"""sdlib's own GELU and attention agree with Keras' reference implementations."""
+"""sdlib's own GELU, attention, norms and upsampling agree with Keras' reference implementations."""
 
 import keras
 import numpy as np
@@ -62,3 +62,31 @@ def test_group_norm_matches_keras(shape, groups):
         layer.beta.assign(beta)
     np.testing.assert_allclose(ops.convert_to_numpy(ours(x)), ops.convert_to_numpy(reference(x)),
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_layer_norm_matches_keras(dtype):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((2, 5, 48)) * 3 + 20).astype(np.float32)
+    ours = L.layer_norm(1e-5, dtype=dtype)
+    reference = keras.layers.LayerNormalization(epsilon=1e-5, dtype=dtype)
+    gamma, beta = rng.standard_normal((2, 48)).astype(np.float32)
+    for layer in (ours, reference):
+        layer.build(x.shape)
+        layer.gamma.assign(gamma)
+        layer.beta.assign(beta)
+    got, expected = (ops.convert_to_numpy(ops.cast(layer(x), "float32")) for layer in (ours, reference))
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    assert keras.backend.standardize_dtype(ours(x).dtype) == dtype
+    np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_upsample_repeats_each_pixel_twice_along_both_axes():
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    upsample = L.Upsample2D(5)
+    upsample(x)  # builds the conv
+    identity = np.zeros((3, 3, 5, 5), np.float32)
+    identity[1, 1] = np.eye(5)  # a 3x3 conv that passes its centre pixel through
+    upsample.conv.kernel.assign(identity)
+    upsample.conv.bias.assign(np.zeros(5, np.float32))
+    np.testing.assert_array_equal(ops.convert_to_numpy(upsample(x)), x.repeat(2, axis=1).repeat(2, axis=2))
