@@ -6,6 +6,8 @@ eager under ``no_grad``. Every compiled function counts its traces, so tests can
 prompt, seed, guidance scale or step count does not recompile.
 """
 
+import contextlib
+
 import keras
 
 
@@ -27,7 +29,14 @@ class CompiledFunction:
 
             # autograph=False: the compiled functions hold no Python control flow on tensors (loops
             # are ops.fori_loop), and skipping autograph's source conversion cuts tracing by ~20%.
-            self._call = tf.function(traced, jit_compile=jit_compile, autograph=False)
+            function = tf.function(traced, jit_compile=jit_compile, autograph=False)
+            options = inference_call_options()
+
+            def call(*args):
+                with function_call_options(options):
+                    return function(*args)
+
+            self._call = call
         elif backend == "jax":
             import jax
 
@@ -50,6 +59,54 @@ class CompiledFunction:
 
     def __call__(self, *args):
         return self._call(*args)
+
+
+def inference_call_options():
+    """TensorFlow function-call options that make a forward-only graph's first call cheaper.
+
+    On its first call TensorFlow's graph optimiser (Grappler) rewrites the function: by default two
+    rounds of every pass, including a memory optimiser that plans recomputation for training. For
+    SD v1.5's guided step that is ~1.6 s on a 2-core CPU. Here: one round, no memory optimiser and,
+    on a CPU (channels-last already), no layout optimiser; the passes that make the graph faster
+    (constant folding, arithmetic simplification, the fusions of the remapper) all still run. The
+    first call of the 512x512 step gets ~0.7 s shorter; the warm step is unchanged.
+
+    The options are TensorFlow's thread-local ``FunctionCallOptions`` (internal API, stable since
+    TF 2.0); ``None`` if they are unavailable, and functions then run with TensorFlow's defaults.
+    """
+    try:
+        import tensorflow as tf
+        from tensorflow.core.protobuf import rewriter_config_pb2
+        from tensorflow.python.eager import context
+
+        config = context.context().config
+        context.FunctionCallOptions  # noqa: B018 (present?)
+    except (ImportError, AttributeError):
+        return None
+    config.allow_soft_placement = True  # TensorFlow's default for functions
+    rewrites = config.graph_options.rewrite_options
+    rewrites.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.ONE
+    rewrites.memory_optimization = rewriter_config_pb2.RewriterConfig.NO_MEM_OPT
+    if not tf.config.list_logical_devices("GPU"):
+        rewrites.layout_optimizer = rewriter_config_pb2.RewriterConfig.OFF
+    return context.FunctionCallOptions(config_proto=config)
+
+
+@contextlib.contextmanager
+def function_call_options(options):
+    """Run TensorFlow functions called inside with ``options`` (this thread only)."""
+    if options is None:
+        yield
+        return
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    previous = ctx.function_call_options
+    ctx.function_call_options = options
+    try:
+        yield
+    finally:
+        ctx.function_call_options = previous
 
 
 def to_numpy(tensor):
