@@ -66,6 +66,29 @@ MODES = {
 }
 
 
+def fastest_mode(unet_config):
+    """The mode of ``MODES`` measured fastest on this device for a UNet like ``unet_config``:
+    what ``jit_compile="auto"`` and ``dtype="auto"`` (sdlib's defaults) pick.
+
+    - A GPU: XLA + mixed precision, the fastest mode of the keras.io guide on a T4 and an A100
+      (sdlib's own GPU run, ``benchmarks/gpu_benchmark.sh``, is still to be made).
+    - A CPU with TensorFlow, Stable Diffusion-sized UNets (1280 channels at their widest): Mixed
+      precision with 16-bit weights and no XLA. Measured at 512x512: a guided step 2.67 s, against
+      4.82 s (Standard), 5.00 s (XLA), 7.19 s (XLA + mixed); XLA on a CPU does not use the
+      bfloat16 matrix instructions (``benchmarks/results/peers-512-*.json``).
+    - Otherwise: XLA in float32. The miniature models (96 channels at most) are bound by per-op
+      overhead, which XLA's fusion removes: 1.72x Standard, mixed precision 1.06x (chapter 6). JAX
+      always compiles with XLA and gains nothing from bfloat16 on a CPU.
+
+    Only those two sizes were measured; the switch at 512 channels lies between them.
+    """
+    if gpu_visible():
+        return "XLA + mixed precision"
+    if keras.backend.backend() == "tensorflow" and max(unet_config.block_out_channels) >= 512:
+        return "Mixed precision"
+    return "XLA"
+
+
 def time_call(fn, repeats=3, warmup=1):
     """Time ``fn()``: the first call alone (it includes tracing and compiling), then ``warmup``
     untimed calls, then ``repeats`` timed calls. Seconds, from ``time.perf_counter``."""

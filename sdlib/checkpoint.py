@@ -113,10 +113,15 @@ MODEL_NAMES = ("text_encoder", "unet", "vae")
 def build_models(configs, dtype=None, fast=True, with_weights=MODEL_NAMES):
     """Models with zero weights (``fast``) ready for ``load_state_dict``, else random ones.
 
-    ``dtype``: a Keras dtype policy name ("float32", "mixed_bfloat16", "mixed_float16", ...).
+    ``dtype``: a Keras dtype policy name ("float32", "mixed_bfloat16", "mixed_float16", ...), or
+    "auto": the fastest for this UNet on this device (``sdlib.bench.fastest_mode``).
     ``with_weights``: the models whose weights are created now; the others create theirs on their
     first call (a benchmark of one component builds only that one).
     """
+    if dtype == "auto":
+        from sdlib import bench
+
+        dtype = bench.MODES[bench.fastest_mode(configs["unet"])]["dtype"]
     with L.fast_init() if fast else contextlib.nullcontext():
         models = {"text_encoder": CLIPTextEncoder(configs["text_encoder"], dtype=dtype),
                   "unet": UNet(configs["unet"], dtype=dtype),

@@ -22,7 +22,7 @@ class StableDiffusion:
     """Text-to-image with Stable Diffusion v1. Build it with ``from_preset`` or ``from_pretrained``."""
 
     def __init__(self, text_encoder, unet, vae, tokenizer, scheduler, img_height, img_width,
-                 jit_compile=True, compile_loop=False, name="custom"):
+                 jit_compile="auto", compile_loop=False, name="custom"):
         self.text_encoder = text_encoder
         self.unet = unet
         self.vae = vae
@@ -32,6 +32,10 @@ class StableDiffusion:
         self.vae_scale_factor = vae.config.scale_factor
         validation.check_image_size(img_height, img_width, self.vae_scale_factor)
         self.img_height, self.img_width = int(img_height), int(img_width)
+        if validation.check_jit_compile(jit_compile) == "auto":
+            from sdlib import bench
+
+            jit_compile = bench.MODES[bench.fastest_mode(unet.config)]["jit_compile"]
         self.jit_compile = bool(jit_compile)
         # True: the whole denoising loop is one compiled program (no per-step callback or progress
         # bar); False: one compiled step driven from Python.
@@ -58,32 +62,38 @@ class StableDiffusion:
 
     # === Constructors ===
     @classmethod
-    def from_preset(cls, preset, img_height=None, img_width=None, jit_compile=True, load_weights=True,
-                    dtype=None, compile_loop=False):
+    def from_preset(cls, preset, img_height=None, img_width=None, jit_compile="auto", load_weights=True,
+                    dtype="auto", compile_loop=False):
         """A named model (``"sd-v1-5"``, ``"mini-shapes"``, ``"tiny"``); see ``sdlib.presets``.
 
-        ``dtype`` is a Keras dtype policy (``sdlib.validation.DTYPES``): None/"float32",
-        "mixed_bfloat16" or "mixed_float16" (16-bit compute, float32 weights), "bfloat16" or
-        "float16" (16-bit weights too: the fast choice for inference).
+        ``jit_compile``: True (XLA), False, or "auto". ``dtype`` is a Keras dtype policy
+        (``sdlib.validation.DTYPES``): None/"float32", "mixed_bfloat16" or "mixed_float16" (16-bit
+        compute, float32 weights), "bfloat16" or "float16" (16-bit weights too: the fast choice for
+        inference), or "auto". "auto" (the default) picks the mode measured fastest for this model
+        on this device (``sdlib.bench.fastest_mode``): on a CPU, XLA in float32 for the miniature
+        models and bfloat16 without XLA for SD v1.5; on a GPU, XLA with 16-bit weights.
         """
         from sdlib import presets
 
         dtype = validation.check_dtype(dtype)
+        validation.check_jit_compile(jit_compile)  # before building: fail in seconds, not minutes
         return presets.build(cls, preset, img_height=img_height, img_width=img_width,
                              jit_compile=jit_compile, load_weights=load_weights, dtype=dtype,
                              compile_loop=compile_loop)
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id, img_height=512, img_width=512, jit_compile=True,
-                        variant=None, token=None, config_path=None, dtype=None, compile_loop=False):
+    def from_pretrained(cls, path_or_repo_id, img_height=512, img_width=512, jit_compile="auto",
+                        variant=None, token=None, config_path=None, dtype="auto", compile_loop=False):
         """Load a diffusers folder, a single ``.safetensors`` file, or (with network) a hub repo id.
 
         ``variant="fp16"`` picks ``*.fp16.safetensors`` files in a folder. A single file needs the
         architecture: the SD v1 one is assumed unless ``config_path`` names a diffusers folder.
+        ``jit_compile`` and ``dtype`` as in ``from_preset``.
         """
         from sdlib import checkpoint
 
         dtype = validation.check_dtype(dtype)
+        validation.check_jit_compile(jit_compile)
         parts = checkpoint.load_components(path_or_repo_id, variant=variant, token=token,
                                            config_path=config_path, dtype=dtype)
         return cls(parts["text_encoder"], parts["unet"], parts["vae"], parts["tokenizer"],

@@ -100,8 +100,8 @@ def randomize(model, seed):
         variable.assign(value.astype(variable.dtype))
 
 
-def build(cls, preset, img_height=None, img_width=None, jit_compile=True, load_weights=True,
-          dtype=None, compile_loop=False):
+def build(cls, preset, img_height=None, img_width=None, jit_compile="auto", load_weights=True,
+          dtype="auto", compile_loop=False):
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)} (or load a "
                          "checkpoint with StableDiffusion.from_pretrained).")

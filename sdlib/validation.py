@@ -144,14 +144,25 @@ DTYPES = {
 
 
 def check_dtype(dtype):
-    """A dtype policy name sdlib builds models with; None means float32."""
+    """A dtype policy name sdlib builds models with; None means float32, "auto" the fastest for
+    the model on this device (``sdlib.bench.fastest_mode``)."""
     if dtype is None:
         return "float32"
+    if dtype == "auto":
+        return dtype
     name = getattr(dtype, "name", dtype)  # a keras.DTypePolicy works too
     if name not in DTYPES:
         choices = "\n".join(f"  {key!r}: {value}" for key, value in DTYPES.items())
+        choices += "\n  'auto': the fastest of these for the model on this device (the default)"
         raise ValueError(f"dtype={dtype!r} is not a policy sdlib supports. Choose one of:\n{choices}")
     return name
+
+
+def check_jit_compile(jit_compile):
+    if jit_compile not in (True, False, "auto"):
+        raise ValueError(f"jit_compile={jit_compile!r}: use True (XLA), False, or \"auto\" (the "
+                         "fastest for the model on this device).")
+    return jit_compile
 
 
 def check_image_size(img_height, img_width, scale_factor):
