@@ -73,8 +73,8 @@ def fastest_mode(unet_config):
     - A GPU: XLA + mixed precision, the fastest mode of the keras.io guide on a T4 and an A100
       (sdlib's own GPU run, ``benchmarks/gpu_benchmark.sh``, is still to be made).
     - A CPU with TensorFlow, Stable Diffusion-sized UNets (1280 channels at their widest): Mixed
-      precision with 16-bit weights and no XLA. Measured at 512x512: a guided step 2.67 s, against
-      4.82 s (Standard), 5.00 s (XLA), 7.19 s (XLA + mixed); XLA on a CPU does not use the
+      precision with 16-bit weights and no XLA. Measured at 512x512: a guided step 2.73 s, against
+      4.80 s (Standard), 5.41 s (XLA), 7.51 s (XLA + mixed); XLA on a CPU does not use the
       bfloat16 matrix instructions (``benchmarks/results/peers-512-*.json``).
     - Otherwise: XLA in float32. The miniature models (96 channels at most) are bound by per-op
       overhead, which XLA's fusion removes: 1.72x Standard, mixed precision 1.06x (chapter 6). JAX
