@@ -30,6 +30,7 @@ class CompiledFunction:
             # autograph=False: the compiled functions hold no Python control flow on tensors (loops
             # are ops.fori_loop), and skipping autograph's source conversion cuts tracing by ~20%.
             function = tf.function(traced, jit_compile=jit_compile, autograph=False)
+            self.tf_function = function  # for inspection: its traced graph, its size
             options = inference_call_options()
 
             def call(*args):
