@@ -112,9 +112,9 @@ class GroupNorm(keras.layers.GroupNormalization):
 class LayerNorm(keras.layers.LayerNormalization):
     """Layer normalization (Ba et al. 2016) over the last axis, statistics in float32.
 
-    Same weights and result as Keras' layer; like :class:`GroupNorm` it applies a per-row scale and
-    shift in the compute dtype, in a third of the graph ops Keras' version traces (it casts every
-    operand and builds its moments with a stop-gradient).
+    Same weights and result as Keras' layer (computed in float32, returned in the compute dtype) in a
+    third of the graph ops Keras' version traces: it casts every operand and builds its moments with a
+    stop-gradient. Fewer ops make TensorFlow's trace and first-call graph optimisation shorter.
     """
 
     def call(self, inputs):
