@@ -107,6 +107,43 @@ def _gpu():
     return False
 
 
+def build_sdlib(size, dtype, jit_compile, timed_parts):
+    """SD v1.5 built the way a checkpoint is loaded (empty weights, then the values), creating the
+    weights of ``timed_parts`` only, as keras-cv and diffusers do for a component; the values here are
+    random and filling them is not timed, as keras-cv's and diffusers' weight loading is not.
+    -> (pipeline, build seconds)."""
+    import sdlib
+    from sdlib import checkpoint, presets
+    from sdlib.schedulers import DDIMScheduler
+    from sdlib.tokenizer import CLIPTokenizer
+
+    start = time.perf_counter()
+    configs = presets.sd15_configs()
+    names = checkpoint.MODEL_NAMES
+    models = checkpoint.build_models(configs, dtype=dtype, with_weights=timed_parts)
+    pipe = sdlib.StableDiffusion(
+        *(models[name] for name in names),
+        CLIPTokenizer.from_default(max_length=configs["text_encoder"].max_position_embeddings),
+        DDIMScheduler(configs["scheduler"]), size, size, jit_compile=jit_compile, name="sd-v1-5")
+    build_s = time.perf_counter() - start
+    for name in timed_parts:  # the seeds presets.build uses
+        presets.randomize(models[name], seed=names.index(name))
+    return pipe, build_s
+
+
+def sdlib_guided_step(pipe, rng):
+    """sdlib's compiled DDIM step and its inputs: one guided step exactly as text_to_image runs it."""
+    from keras import ops
+
+    latent = ops.convert_to_tensor(rng.standard_normal((1, *pipe.latent_shape)), "float32")
+    plan = pipe._samplers["ddim"].plan(50)
+    inputs = (latent, ops.zeros_like(latent),
+              ops.convert_to_tensor(rng.standard_normal((2, 77, 768)), "float32"),  # context
+              ops.convert_to_tensor(plan.timesteps[0], "float32"),
+              ops.convert_to_tensor(plan.coefficients[0]), ops.convert_to_tensor(7.5, "float32"))
+    return pipe._step_fns["ddim"], inputs
+
+
 def run_sdlib(spec):
     start = time.perf_counter()
     import keras
@@ -114,47 +151,27 @@ def run_sdlib(spec):
     from keras import ops
 
     import sdlib
-    from sdlib import checkpoint, presets
+    from sdlib import checkpoint
     from sdlib.bench import inference_policy
-    from sdlib.schedulers import DDIMScheduler
-    from sdlib.tokenizer import CLIPTokenizer
     import_s = time.perf_counter() - start
     jit, precision = MODES["sdlib"][spec["mode"]]
     dtype = None if precision == "float32" else inference_policy()
     size, component = spec["size"], spec["component"]
-    # Built the way a checkpoint is loaded (empty weights, then the values); the values here are
-    # random and filling them is not timed, as keras-cv's and diffusers' weight loading is not. Like
-    # theirs, a component row creates the weights of that component only.
-    start = time.perf_counter()
-    configs = presets.sd15_configs()
-    names = checkpoint.MODEL_NAMES
-    timed_parts = {"text": ["text_encoder"], "unet": ["unet"], "vae": ["vae"]}.get(component, names)
-    models = checkpoint.build_models(configs, dtype=dtype, with_weights=timed_parts)
-    pipe = sdlib.StableDiffusion(
-        *(models[name] for name in names),
-        CLIPTokenizer.from_default(max_length=configs["text_encoder"].max_position_embeddings),
-        DDIMScheduler(configs["scheduler"]), size, size, jit_compile=jit, name="sd-v1-5")
-    build_s = time.perf_counter() - start
-    for name in timed_parts:  # the seeds presets.build uses
-        presets.randomize(models[name], seed=names.index(name))
+    timed_parts = {"text": ["text_encoder"], "unet": ["unet"], "vae": ["vae"]}.get(
+        component, checkpoint.MODEL_NAMES)
+    pipe, build_s = build_sdlib(size, dtype, jit, timed_parts)
     rng = np.random.default_rng(0)
-    latent = ops.convert_to_tensor(rng.standard_normal((1, *pipe.latent_shape)), "float32")
     if component == "text":
         def call():
             return pipe.encode_text([PROMPT, ""])
     elif component == "unet":
-        # One guided step exactly as text_to_image runs it (sdlib's compiled step for DDIM).
-        step_fn = pipe._step_fns["ddim"]
-        context = ops.convert_to_tensor(rng.standard_normal((2, 77, 768)), "float32")
-        plan = pipe._samplers["ddim"].plan(50)
-        timestep = ops.convert_to_tensor(plan.timesteps[0], "float32")
-        coefficients = ops.convert_to_tensor(plan.coefficients[0])
-        guidance = ops.convert_to_tensor(7.5, "float32")
+        step_fn, inputs = sdlib_guided_step(pipe, rng)
 
         def call():
-            return keras.ops.convert_to_numpy(
-                step_fn(latent, ops.zeros_like(latent), context, timestep, coefficients, guidance)[0])
+            return keras.ops.convert_to_numpy(step_fn(*inputs)[0])
     elif component == "vae":
+        latent = ops.convert_to_tensor(rng.standard_normal((1, *pipe.latent_shape)), "float32")
+
         def call():
             return keras.ops.convert_to_numpy(pipe._decode_fn(latent))
     else:

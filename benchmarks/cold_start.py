@@ -29,31 +29,15 @@ VARIANTS = ("sdlib options", "tensorflow defaults")
 def worker(variant, size, repeats):
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import numpy as np
+    from bench_peers import build_sdlib, sdlib_guided_step  # same folder: the same build and step
     from keras import ops
 
-    import sdlib
-    from sdlib import backend, checkpoint, presets
-    from sdlib.schedulers import DDIMScheduler
-    from sdlib.tokenizer import CLIPTokenizer
+    from sdlib import backend
 
     if variant == "tensorflow defaults":
         backend.inference_call_options = lambda: None
-    configs = presets.sd15_configs()
-    start = time.perf_counter()
-    models = checkpoint.build_models(configs, dtype="bfloat16", with_weights=["unet"])
-    pipe = sdlib.StableDiffusion(
-        *(models[name] for name in checkpoint.MODEL_NAMES), CLIPTokenizer.from_default(),
-        DDIMScheduler(configs["scheduler"]), size, size, jit_compile=False)
-    build_s = time.perf_counter() - start
-    presets.randomize(models["unet"], seed=1)  # values do not change the time; not timed
-    rng = np.random.default_rng(0)
-    latent = ops.convert_to_tensor(rng.standard_normal((1, *pipe.latent_shape)), "float32")
-    plan = pipe._samplers["ddim"].plan(50)
-    args = (latent, ops.zeros_like(latent),
-            ops.convert_to_tensor(rng.standard_normal((2, 77, 768)), "float32"),
-            ops.convert_to_tensor(plan.timesteps[0], "float32"),
-            ops.convert_to_tensor(plan.coefficients[0]), ops.convert_to_tensor(7.5, "float32"))
-    step = pipe._step_fns["ddim"]
+    pipe, build_s = build_sdlib(size, "bfloat16", False, ["unet"])
+    step, args = sdlib_guided_step(pipe, np.random.default_rng(0))
     start = time.perf_counter()
     graph = step.tf_function.get_concrete_function(*args).graph
     trace_s = time.perf_counter() - start

@@ -77,7 +77,7 @@ def fastest_mode(unet_config):
       4.80 s (Standard), 5.41 s (XLA), 7.51 s (XLA + mixed); XLA on a CPU does not use the
       bfloat16 matrix instructions (``benchmarks/results/peers-512-*.json``).
     - Otherwise: XLA in float32. The miniature models (96 channels at most) are bound by per-op
-      overhead, which XLA's fusion removes: 1.72x Standard, mixed precision 1.06x (chapter 6). JAX
+      overhead, which XLA's fusion removes: 1.66-1.72x Standard, mixed precision 1.05-1.06x (chapter 6). JAX
       always compiles with XLA and gains nothing from bfloat16 on a CPU.
 
     Only those two sizes were measured; the switch at 512 channels lies between them.

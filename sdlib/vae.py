@@ -118,8 +118,10 @@ class VAELevel(keras.layers.Layer):
         for resnet in self.resnets:
             resnet.build(x_shape)
             x_shape = L.with_channels(x_shape, resnet.out_channels)
-        for resampler in getattr(self, "downsamplers", []) + getattr(self, "upsamplers", []):
-            resampler.build(x_shape)
+        if self.resample == "down":
+            self.downsamplers[0].build(x_shape)
+        elif self.resample == "up":
+            self.upsamplers[0].build(x_shape)
 
     def call(self, x):
         for resnet in self.resnets:
