@@ -5,13 +5,13 @@ bfloat16. Warm median of ``--repeats`` calls after two warm-ups.
     python benchmarks/bench_layers.py              # blocks at SD v1.5's 512x512 sizes + a UNet step
     python benchmarks/bench_layers.py --no-unet    # blocks only (seconds, not minutes)
 
-- attention: ``sdlib.layers.multi_head_attention`` (bfloat16 logits) vs ``keras.ops.dot_product_attention``
+- attention: ``sdlib.models.layers.multi_head_attention`` (bfloat16 logits) vs ``keras.ops.dot_product_attention``
   (float32 softmax), the UNet's first level at 512x512: 4096 tokens, 320 channels, 8 heads, batch 2;
-- GELU: ``sdlib.layers.gelu`` (erf written out) vs ``keras.ops.gelu(approximate=False)``;
-- GroupNorm: ``sdlib.layers.GroupNorm`` (per-channel reductions) vs ``keras.layers.GroupNormalization``,
+- GELU: ``sdlib.models.layers.gelu`` (erf written out) vs ``keras.ops.gelu(approximate=False)``;
+- GroupNorm: ``sdlib.models.layers.GroupNorm`` (per-channel reductions) vs ``keras.layers.GroupNormalization``,
   at the VAE decoder's largest activation and the UNet's first level;
 - 16-bit weights: the SD v1.5 UNet (random weights, batch 2, 256x256) under "mixed_bfloat16" (float32
-  weights cast on every call) vs "bfloat16" (``sdlib.bench.inference_policy``).
+  weights cast on every call) vs "bfloat16" (``sdlib.device.inference_policy``).
 """
 
 import argparse
@@ -25,8 +25,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from sdlib import bench  # noqa: E402
-from sdlib import layers as L  # noqa: E402
+from sdlib.book import bench  # noqa: E402
+from sdlib.models import layers as L  # noqa: E402
+from sdlib.models.unet import UNet, UNetConfig  # noqa: E402
 
 
 def timed(fn, args, repeats):
@@ -66,8 +67,6 @@ def unet_step_seconds(policies, repeats):
     """Median UNet step per policy, calls interleaved (a, b, a, b, ...) so that drift in the machine's
     speed during the run hits both alike."""
     import tensorflow as tf
-
-    from sdlib.unet import UNet, UNetConfig
 
     steps = []
     for policy in policies:

@@ -5,22 +5,19 @@
 
 Warm: median of ``--repeats`` calls after a warm-up, all modes in this process. Cold: import + build +
 first image, each mode in a fresh Python process. Prints a markdown table and writes JSON with the
-device, versions and date to ``benchmarks/results/`` (the book's results archive).
+device, versions and date to the book's results archive (``sdlib/book/results/``).
 """
 
 import argparse
-import json
 import platform
 import re
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 
-from sdlib import bench
-
-RESULTS = Path(__file__).parent / "results"
+from sdlib import device
+from sdlib.book import archive, bench
 
 
 def versions():
@@ -45,7 +42,7 @@ def main():
     load_weights = args.preset != "sd-v1-5"  # the real architecture with random weights: same compute
     common = {"img_size": args.size, "batch_size": args.batch_size, "num_steps": args.steps}
     rows = []
-    for mode in bench.MODES:
+    for mode in device.guide_modes():
         row = bench.benchmark_mode(args.preset, mode, repeats=args.repeats,
                                    load_weights=load_weights, **common)
         if not args.no_cold:
@@ -60,10 +57,9 @@ def main():
     record = {"benchmark": "text_to_image modes", "preset": args.preset, **common,
               "repeats": args.repeats, "device": rows[0]["device"], "versions": versions(),
               "date": rows[0]["date"], "command": " ".join(sys.argv), "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", record["device"].lower()).strip("-")[:40]
-    path = RESULTS / f"modes-{args.preset}-{rows[0]['img_size']}px-{slug}-{record['date'][:10]}.json"
-    path.write_text(json.dumps(record, indent=1, default=str))
+    path = archive.write(
+        record, f"modes-{args.preset}-{rows[0]['img_size']}px-{slug}-{record['date'][:10]}.json")
     print(f"wrote {path}")
 
 

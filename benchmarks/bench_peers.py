@@ -31,8 +31,8 @@ long rows timed once after the first call:
 
 A matmul peak (4096^2, float32 and bfloat16, TensorFlow and torch) is measured in the same run; GFLOP/s
 uses FLOP counts of the diffusers models (``FLOPS`` below). The table gives each row's ratio to the
-best peer row of the same component. JSON with device, versions and date goes to
-``benchmarks/results/peers-<size>-<date>.json``.
+best peer row of the same component. JSON with device, versions and date goes to the results
+archive, ``sdlib/book/results/peers-<size>-<date>.json`` (chapter 6 prints it).
 """
 
 import argparse
@@ -47,7 +47,6 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "a photograph of an astronaut riding a horse"
 
@@ -61,7 +60,7 @@ FLOPS = {
 }
 
 # (library, mode) -> how to build it. "mixed" is bfloat16 on CPU (float16 on GPU); sdlib keeps its
-# weights in that type too (``sdlib.bench.inference_policy``), diffusers' bfloat16 row does the same.
+# weights in that type too (``sdlib.device.inference_policy``), diffusers' bfloat16 row does the same.
 MODES = {
     "sdlib": {"Standard": (False, "float32"), "Mixed precision": (False, "mixed"),
               "XLA": (True, "float32"), "XLA + mixed precision": (True, "mixed")},
@@ -76,8 +75,8 @@ def peak_rss_mb():
 
 
 def time_calls(fn, repeats, warmups=1):
-    """``sdlib.bench.time_call``, repeated here: the diffusers worker runs in a torch environment
-    where sdlib (it imports keras) may not be importable."""
+    """``sdlib.book.bench.time_call``, repeated here: the diffusers worker runs in a torch
+    environment where sdlib (it imports keras) may not be importable."""
     start = time.perf_counter()
     fn()
     first_s = time.perf_counter() - start
@@ -96,8 +95,8 @@ def time_calls(fn, repeats, warmups=1):
 
 
 def _gpu():
-    """``sdlib.bench.gpu_visible`` for the keras-cv worker, which must not import sdlib (its imports and
-    memory would count as keras-cv's)."""
+    """``sdlib.device.gpu_visible`` for the keras-cv worker, which must not import sdlib (its imports
+    and memory would count as keras-cv's)."""
     import keras
 
     if keras.backend.backend() == "tensorflow":
@@ -113,21 +112,18 @@ def build_sdlib(size, dtype, jit_compile, timed_parts):
     random and filling them is not timed, as keras-cv's and diffusers' weight loading is not.
     -> (pipeline, build seconds)."""
     import sdlib
-    from sdlib import checkpoint, presets
-    from sdlib.schedulers import DDIMScheduler
-    from sdlib.tokenizer import CLIPTokenizer
+    from sdlib import presets
+    from sdlib.loading import build
 
     start = time.perf_counter()
     configs = presets.sd15_configs()
-    names = checkpoint.MODEL_NAMES
-    models = checkpoint.build_models(configs, dtype=dtype, with_weights=timed_parts)
-    pipe = sdlib.StableDiffusion(
-        *(models[name] for name in names),
-        CLIPTokenizer.from_default(max_length=configs["text_encoder"].max_position_embeddings),
-        DDIMScheduler(configs["scheduler"]), size, size, jit_compile=jit_compile, name="sd-v1-5")
+    models = build.build_models(configs, dtype=dtype, with_weights=timed_parts)
+    components = sdlib.Components(**models, tokenizer=build.default_tokenizer(configs["text_encoder"]),
+                                  scheduler_config=configs["scheduler"])
+    pipe = sdlib.StableDiffusion(components, size, size, jit_compile=jit_compile, name="sd-v1-5")
     build_s = time.perf_counter() - start
-    for name in timed_parts:  # the seeds presets.build uses
-        presets.randomize(models[name], seed=names.index(name))
+    for name in timed_parts:  # the seeds of build.random_components
+        build.randomize(models[name], seed=build.MODEL_NAMES.index(name))
     return pipe, build_s
 
 
@@ -151,14 +147,14 @@ def run_sdlib(spec):
     from keras import ops
 
     import sdlib
-    from sdlib import checkpoint
-    from sdlib.bench import inference_policy
+    from sdlib.device import inference_policy
+    from sdlib.loading.build import MODEL_NAMES
     import_s = time.perf_counter() - start
     jit, precision = MODES["sdlib"][spec["mode"]]
-    dtype = None if precision == "float32" else inference_policy()
+    dtype = "float32" if precision == "float32" else inference_policy()
     size, component = spec["size"], spec["component"]
     timed_parts = {"text": ["text_encoder"], "unet": ["unet"], "vae": ["vae"]}.get(
-        component, checkpoint.MODEL_NAMES)
+        component, MODEL_NAMES)
     pipe, build_s = build_sdlib(size, dtype, jit, timed_parts)
     rng = np.random.default_rng(0)
     if component == "text":
@@ -398,52 +394,6 @@ def run_in_subprocess(spec, python, timeout):
     return {**spec, "error": (done.stderr or done.stdout)[-1500:]}
 
 
-def gflops(row):
-    latent = row["size"] // 8
-    key = ("text", None) if row["component"] == "text" else (row["component"], latent)
-    if key not in FLOPS or "median_s" not in row:
-        return None
-    return FLOPS[key] / row["median_s"]
-
-
-def mode_label(row):
-    """The mode, and for pipeline rows the sampler, steps and images (keras-cv: its DDIM)."""
-    if row["component"] != "pipeline":
-        return row["mode"]
-    keras_cv = row["library"] == "keras-cv"
-    sampler = "ddim" if keras_cv else row["sampler"]
-    steps = row.get("kerascv_steps", row["steps"]) if keras_cv else row["steps"]
-    return f"{row['mode']}, {sampler} {steps} steps x {row.get('batch_size', 1)}"
-
-
-def format_table(rows, peaks):
-    """Markdown: per component, each row's warm median, cold start, ratio to the best peer row."""
-    lines = ["| component | library | mode | warm median s | first call s | cold s | vs best peer |"
-             " GFLOP/s | % of peak | peak RSS MiB |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    peak32 = max((p.get("float32", 0) for p in peaks.values()), default=0)  # xla_* rows: not peaks
-    peak16 = max((p.get("bfloat16", 0) for p in peaks.values()), default=0)
-    for component in dict.fromkeys(row["component"] for row in rows):
-        group = [row for row in rows if row["component"] == component]
-        peer_times = [row["median_s"] for row in group
-                      if row["library"] != "sdlib" and "median_s" in row]
-        best_peer = min(peer_times) if peer_times else None
-        for row in group:
-            if "error" in row:
-                lines.append(f"| {component} | {row['library']} | {row['mode']} | failed: "
-                             f"{row['error'].strip().splitlines()[-1][:80]} | | | | | | |")
-                continue
-            cold = row["import_s"] + row["build_s"] + row["first_s"]
-            ratio = f"{row['median_s'] / best_peer:.2f}x" if best_peer else "-"
-            rate = gflops(row)
-            half = "mixed" in row["mode"].lower() or "bfloat16" in row["mode"]
-            peak = peak16 if half else peak32
-            share = f"{100 * rate / peak:.0f}%" if rate and peak else "-"
-            lines.append(f"| {component} | {row['library']} | {mode_label(row)} | {row['median_s']:.3f} | "
-                         f"{row['first_s']:.2f} | {cold:.1f} | {ratio} | "
-                         f"{f'{rate:.0f}' if rate else '-'} | {share} | {row['peak_rss_mb']:.0f} |")
-    return "\n".join(lines)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -465,7 +415,8 @@ def main():
     parser.add_argument("--torch-python", default=sys.executable,
                         help="interpreter with torch + diffusers (default: this one)")
     parser.add_argument("--timeout", type=int, default=1800)
-    parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/...)")
+    parser.add_argument("--out", default=None,
+                        help="JSON path (default: the results archive, sdlib/book/results/)")
     args = parser.parse_args()
     if args.worker:
         return worker_main(json.loads(args.worker))
@@ -496,18 +447,20 @@ def main():
                 status = row.get("error", "").strip().splitlines()[-1:] or [
                     f"warm {row['median_s']:.3f} s, first {row['first_s']:.2f} s"]
                 print(f"{component:8} {library:9} {mode:22} {status[0]}", flush=True)
-    print()
-    print(format_table(rows, peaks))
+    # The orchestrator imports sdlib only here: the workers run in environments that may lack it.
+    from sdlib import device
+    from sdlib.book import archive
+
     date = datetime.datetime.now(datetime.timezone.utc)
     record = {"benchmark": "bench_peers", "date": date.isoformat(timespec="seconds"),
-              "size": args.size, "device": device_description(), "python": platform.python_version(),
-              "command": archived_command(sys.argv, args.torch_python), "peaks_gflops": peaks, "flops_gflop": {
-                  f"{c}@{s}": v for (c, s), v in FLOPS.items()}, "rows": rows}
-    out = Path(args.out) if args.out else RESULTS / f"peers-{args.size}-{date:%Y-%m-%d}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out = out.with_name(f"{out.stem}-{date:%H%M%S}{out.suffix}")  # never replace an archive
-    out.write_text(json.dumps(record, indent=1) + "\n")
+              "size": args.size, "device": device.describe().description(),
+              "python": platform.python_version(),
+              "command": archived_command(sys.argv, args.torch_python), "peaks_gflops": peaks,
+              "flops_gflop": {f"{c}@{s}": v for (c, s), v in FLOPS.items()}, "rows": rows}
+    print()
+    print(archive.format_peers_table(rows, peaks, record["flops_gflop"]))
+    out = (archive.write(record, Path(args.out).name, Path(args.out).parent) if args.out else
+           archive.write(record, f"peers-{args.size}-{date:%Y-%m-%d}.json"))
     print(f"\nwrote {out}")
 
 
@@ -517,18 +470,6 @@ def archived_command(argv, torch_python):
              for word in argv]
     return " ".join(["benchmarks/bench_peers.py", *(f'"{word}"' if " " in word else word
                                                      for word in words[1:])])
-
-
-def device_description():
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

@@ -8,22 +8,20 @@ For each setting: the same canonical prompts (drawn uniformly, `shapes.canonical
 same starting noise, DDIM/Euler/DPM-Solver++(2M) at guidance 7.5. Adherence is per attribute and
 "all3" (color, shape and position right together). Time is the warm median of one batch of
 `--time-batch` images. Prints a table with each row's all3 against DDIM 50 steps in float32, and the
-fewest steps per sampler within 2 points of it; writes JSON to benchmarks/results/.
+fewest steps per sampler within 2 points of it; writes JSON to the results archive
+(``sdlib/book/results/``).
 """
 
 import argparse
 import datetime
-import json
 import sys
-from pathlib import Path
 
 import keras
 
 import sdlib
-from sdlib import bench, judge, shapes
-from sdlib.book import device_description
-
-RESULTS = Path(__file__).parent / "results"
+from sdlib import device
+from sdlib.book import archive, bench
+from sdlib.mini import judge, shapes
 
 
 def main():
@@ -39,11 +37,11 @@ def main():
 
     prompts = shapes.canonical_prompts(args.prompts, seed=1, held_out=None)
     the_judge = judge.ShapesJudge.from_pretrained()
-    precisions = ["float32"] if args.no_bf16 else ["float32", bench.inference_policy()]
+    precisions = ["float32"] if args.no_bf16 else ["float32", device.inference_policy()]
     rows = []
     for precision in precisions:
         pipe = sdlib.StableDiffusion.from_preset(
-            "mini-shapes", dtype=None if precision == "float32" else precision)
+            "mini-shapes", dtype=precision)
         for sampler in args.samplers:
             for steps in args.steps:
                 scores, _ = judge.measure_adherence(pipe, prompts, judge=the_judge, seed=100,
@@ -78,13 +76,11 @@ def main():
 
     date = datetime.datetime.now(datetime.timezone.utc)
     record = {"benchmark": "speed_quality", "preset": "mini-shapes", "date": date.isoformat(
-        timespec="seconds"), "device": device_description(),
+        timespec="seconds"), "device": device.describe().description(),
         "backend": keras.backend.backend(), "keras": keras.__version__, "prompts": args.prompts,
         "guidance": args.guidance, "command": " ".join(sys.argv), "fewest_steps_within_2_points": fewest,
         "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"speed-quality-mini-shapes-{date:%Y-%m-%d-%H%M}.json"
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    out = archive.write(record, f"speed-quality-mini-shapes-{date:%Y-%m-%d-%H%M}.json")
     print(f"wrote {out}")
 
 

@@ -1,9 +1,12 @@
 """The Stable Diffusion pipeline: encode the text, denoise a latent, decode it (Rombach et al. 2022).
 
 ``text_to_image`` is ``encode_text`` then ``generate_image``, so an encoding can be reused (a latent walk
-interpolates two of them). One compiled denoising step runs the UNet once on the batch
-[unconditional, conditional] (classifier-free guidance, Ho & Salimans 2022) and applies the sampler
-update; its inputs are all tensors, so a new prompt, seed, guidance scale or step count reuses it.
+interpolates two of them). ``generate_image`` is three steps, as keras-hub's SD3 tasks are: prepare
+(check the arguments, pair each conditional encoding with its unconditional one, draw the initial
+latent), denoise (a sampler's plan, from any of its steps: image-to-image starts later) and decode.
+One compiled denoising step runs the UNet once on the batch [unconditional, conditional]
+(classifier-free guidance, Ho & Salimans 2022) and applies the sampler update; its inputs are all
+tensors, so a new prompt, seed, guidance scale, step count or start step reuses it.
 """
 
 import time
@@ -12,53 +15,55 @@ import keras
 import numpy as np
 from keras import ops
 
-from sdlib import validation
+from sdlib import device, loading, presets, validation
 from sdlib.backend import CompiledFunction, to_numpy
-from sdlib.samplers import SAMPLERS, make_sampler
-from sdlib.schedulers import DDIMScheduler
+from sdlib.loading.build import Components, random_components
+from sdlib.sampling.samplers import SAMPLERS, make_sampler
 
 
 class StableDiffusion:
-    """Text-to-image with Stable Diffusion v1. Build it with ``from_preset`` or ``from_pretrained``."""
+    """Text-to-image with Stable Diffusion v1. Build it with ``from_preset`` or ``from_pretrained``,
+    or from :class:`sdlib.Components` (what the loaders return)."""
 
-    def __init__(self, text_encoder, unet, vae, tokenizer, scheduler, img_height, img_width,
-                 jit_compile="auto", compile_loop=False, name="custom"):
-        self.text_encoder = text_encoder
-        self.unet = unet
-        self.vae = vae
-        self.tokenizer = tokenizer
-        self.scheduler = scheduler if scheduler is not None else DDIMScheduler()
+    def __init__(self, components, img_height, img_width, jit_compile="auto", compile_loop=False,
+                 name="custom"):
+        if not isinstance(components, Components):
+            raise TypeError("StableDiffusion takes a sdlib.Components (text_encoder, unet, vae, "
+                            "tokenizer, scheduler_config), as from_preset and from_pretrained build "
+                            f"it; got a {type(components).__name__}.")
+        self.components = components
+        self.text_encoder, self.unet = components.text_encoder, components.unet
+        self.vae, self.tokenizer = components.vae, components.tokenizer
         self.name = name
-        self.vae_scale_factor = vae.config.scale_factor
+        self.vae_scale_factor = self.vae.config.scale_factor
         validation.check_image_size(img_height, img_width, self.vae_scale_factor)
         self.img_height, self.img_width = int(img_height), int(img_width)
-        if validation.check_jit_compile(jit_compile) == "auto":
-            from sdlib import bench
-
-            jit_compile = bench.MODES[bench.fastest_mode(unet.config)]["jit_compile"]
-        self.jit_compile = bool(jit_compile)
+        mode = device.resolve_mode(jit_compile, self.unet.dtype_policy.name, self.unet.config)
+        self.jit_compile = mode.jit_compile
         # True: the whole denoising loop is one compiled program (no per-step callback or progress
         # bar); False: one compiled step driven from Python.
         self.compile_loop = bool(compile_loop)
         # The tokenizer pads to its max_length (77), which may be shorter than the text encoder's
         # position table; encodings are (B, max_length, hidden_size).
-        self.context_shape = (tokenizer.max_length, text_encoder.config.hidden_size)
+        self.context_shape = (self.tokenizer.max_length, self.text_encoder.config.hidden_size)
+        # The VAE decides the latent: an inpainting UNet takes 9 channels in and gives 4 out.
         self.latent_shape = (self.img_height // self.vae_scale_factor,
                              self.img_width // self.vae_scale_factor,
-                             unet.config.in_channels)
-        self._encode_fn = CompiledFunction(self._encode_graph, [text_encoder], self.jit_compile)
+                             self.vae.config.latent_channels)
+        self._encode_fn = CompiledFunction(self._encode_graph, [self.text_encoder], self.jit_compile)
         # One compiled step (and loop) per sampler family: DDIM, and the linear samplers (Euler,
         # DPM-Solver++) that share an update and differ only in their per-step coefficients.
-        self._samplers = {name: make_sampler(name, self.scheduler.config) for name in SAMPLERS}
+        self._samplers = {sampler: make_sampler(sampler, components.scheduler_config)
+                          for sampler in SAMPLERS}
+        self.scheduler = self._samplers["ddim"].scheduler  # timesteps and alphas, for chapters
         self._step_fns, self._loop_fns = {}, {}
         for sampler in self._samplers.values():
-            family = sampler.family
-            if family not in self._step_fns:
-                self._step_fns[family] = CompiledFunction(
-                    self._make_step_graph(sampler.update), [unet], self.jit_compile)
-                self._loop_fns[family] = CompiledFunction(
-                    self._make_loop_graph(sampler.update), [unet], self.jit_compile)
-        self._decode_fn = CompiledFunction(self._decode_graph, [vae], self.jit_compile)
+            if sampler.family not in self._step_fns:
+                self._step_fns[sampler.family] = CompiledFunction(
+                    self._make_step_graph(sampler.update), [self.unet], self.jit_compile)
+                self._loop_fns[sampler.family] = CompiledFunction(
+                    self._make_loop_graph(sampler.update), [self.unet], self.jit_compile)
+        self._decode_fn = CompiledFunction(self._decode_graph, [self.vae], self.jit_compile)
 
     # === Constructors ===
     @classmethod
@@ -70,16 +75,21 @@ class StableDiffusion:
         (``sdlib.validation.DTYPES``): None/"float32", "mixed_bfloat16" or "mixed_float16" (16-bit
         compute, float32 weights), "bfloat16" or "float16" (16-bit weights too: the fast choice for
         inference), or "auto". "auto" (the default) picks the mode measured fastest for this model
-        on this device (``sdlib.bench.fastest_mode``): on a CPU, XLA in float32 for the miniature
+        on this device (``sdlib.device.FASTEST_MODES``): on a CPU, XLA in float32 for the miniature
         models and bfloat16 without XLA for SD v1.5; on a GPU, XLA with 16-bit weights.
+        ``load_weights=False``: seeded random weights (parameter counts, benchmarks).
         """
-        from sdlib import presets
-
-        dtype = validation.check_dtype(dtype)
-        validation.check_jit_compile(jit_compile)  # before building: fail in seconds, not minutes
-        return presets.build(cls, preset, img_height=img_height, img_width=img_width,
-                             jit_compile=jit_compile, load_weights=load_weights, dtype=dtype,
-                             compile_loop=compile_loop)
+        spec = presets.get_preset(preset)
+        img_height = spec.image_size if img_height is None else img_height
+        img_width = spec.image_size if img_width is None else img_width
+        weights = loading.preset_weights(spec) if load_weights else None
+        if weights is not None:
+            return cls._load(loading.open_checkpoint(weights), img_height, img_width, jit_compile,
+                             dtype, compile_loop, name=preset)
+        configs = spec.configs()
+        mode = device.resolve_mode(jit_compile, dtype, configs["unet"])
+        return cls(random_components(configs, dtype=mode.dtype), img_height, img_width,
+                   jit_compile=mode.jit_compile, compile_loop=compile_loop, name=preset)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, img_height=512, img_width=512, jit_compile="auto",
@@ -90,15 +100,19 @@ class StableDiffusion:
         architecture: the SD v1 one is assumed unless ``config_path`` names a diffusers folder.
         ``jit_compile`` and ``dtype`` as in ``from_preset``.
         """
-        from sdlib import checkpoint
+        validation.check_jit_compile(jit_compile)  # before reading anything: fail in seconds
+        validation.check_dtype(dtype)
+        checkpoint = loading.open_checkpoint(path_or_repo_id, variant=variant, token=token,
+                                             config_path=config_path)
+        return cls._load(checkpoint, img_height, img_width, jit_compile, dtype, compile_loop,
+                         name=str(path_or_repo_id))
 
-        dtype = validation.check_dtype(dtype)
-        validation.check_jit_compile(jit_compile)
-        parts = checkpoint.load_components(path_or_repo_id, variant=variant, token=token,
-                                           config_path=config_path, dtype=dtype)
-        return cls(parts["text_encoder"], parts["unet"], parts["vae"], parts["tokenizer"],
-                   parts["scheduler"], img_height, img_width, jit_compile=jit_compile,
-                   compile_loop=compile_loop, name=str(path_or_repo_id))
+    @classmethod
+    def _load(cls, checkpoint, img_height, img_width, jit_compile, dtype, compile_loop, name):
+        validation.check_image_size(img_height, img_width, checkpoint.configs["vae"].scale_factor)
+        mode = device.resolve_mode(jit_compile, dtype, checkpoint.configs["unet"])
+        return cls(checkpoint.load(mode.dtype), img_height, img_width, jit_compile=mode.jit_compile,
+                   compile_loop=compile_loop, name=name)
 
     # === Compiled pieces ===
     def _encode_graph(self, token_ids):
@@ -178,68 +192,50 @@ class StableDiffusion:
         ``timestep``, ``latents`` (x_{t-1}) and ``denoised`` (the predicted x_0), numpy NHWC.
         ``sampler``: "ddim" (default, 50 steps), "euler" or "dpmpp_2m" (good in 15-25 steps).
         """
-        if sampler not in self._samplers:
-            raise ValueError(f"Unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}.")
-        context = validation.check_context(context, self.context_shape)
-        batch_size = validation.check_generate_batch(batch_size, context)
-        if context.shape[0] == 1 and batch_size > 1:
-            context = np.repeat(context, batch_size, axis=0)
+        chosen = self._sampler(sampler)
+        self._check_text_to_image_unet()
         num_steps = validation.check_num_steps(num_steps, self.scheduler.config.num_train_timesteps)
         guidance_scale = validation.check_guidance_scale(guidance_scale)
         seed = validation.check_seed(seed)
-        if unconditional_context is None:
-            negatives = validation.check_negative_prompt(negative_prompt, batch_size)
-            unconditional_context = self.encode_text(negatives)
-        else:
-            unconditional_context = validation.check_context(unconditional_context,
-                                                             self.context_shape)
-        if unconditional_context.shape[0] == 1 and batch_size > 1:
-            unconditional_context = np.repeat(unconditional_context, batch_size, axis=0)
-        latents = self._initial_latents(batch_size, seed, diffusion_noise)
-
-        chosen = self._samplers[sampler]
+        contexts = self._paired_contexts(context, negative_prompt, unconditional_context, batch_size)
         plan = chosen.plan(num_steps)
-        latents = latents * np.float32(plan.init_noise_sigma)
-        both_contexts = ops.convert_to_tensor(
-            np.concatenate([unconditional_context, context], axis=0), dtype="float32"
-        )  # (2B, 77, D)
-        guidance = ops.convert_to_tensor(guidance_scale, dtype="float32")
+        latents = self._initial_latents(contexts.shape[0] // 2, seed, diffusion_noise)
+        latents = self.denoise(latents * np.float32(plan.init_noise_sigma), contexts, plan,
+                               guidance_scale, callback=callback, verbose=verbose)
+        return self.decode_latents(latents)
+
+    def denoise(self, latents, contexts, plan, guidance_scale, callback=None, verbose=True):
+        """Run the steps of ``plan`` (``sampler.plan(num_steps, start_step)``) from ``latents``.
+
+        ``contexts``: [unconditional; conditional] encodings (2B, 77, D). Returns the final latents
+        (B, h, w, C), scaled as the sampler produces them (``decode_latents`` takes them).
+        """
         latents = ops.convert_to_tensor(latents, dtype="float32")
+        contexts = ops.convert_to_tensor(contexts, dtype="float32")
+        guidance = ops.convert_to_tensor(guidance_scale, dtype="float32")
+        num_steps = len(plan.timesteps)
         start = time.perf_counter()
         if self.compile_loop and callback is None:
-            latents = self._run_compiled_loop(chosen.family, latents, both_contexts, plan, guidance)
+            latents = self._run_compiled_loop(latents, contexts, plan, guidance)
             if verbose:
                 seconds = time.perf_counter() - start
                 print(f"{num_steps}/{num_steps} denoising steps in one compiled loop: {seconds:.2f} s "
                       f"({1000 * seconds / num_steps:.0f} ms/step)")
         else:
-            step_fn = self._step_fns[chosen.family]
+            step_fn = self._step_fns[plan.family]
             previous_x0 = ops.zeros_like(latents)
             progress = keras.utils.Progbar(num_steps) if verbose else None
             for index, timestep in enumerate(plan.timesteps):
                 latents, previous_x0 = step_fn(
-                    latents, previous_x0, both_contexts,
-                    ops.convert_to_tensor(timestep, dtype="float32"),
-                    ops.convert_to_tensor(plan.coefficients[index]), guidance,
-                )
+                    latents, previous_x0, contexts, ops.convert_to_tensor(timestep, dtype="float32"),
+                    ops.convert_to_tensor(plan.coefficients[index]), guidance)
                 if callback is not None:
                     callback({"step": index, "timestep": _plain_number(timestep),
                               "latents": to_numpy(latents), "denoised": to_numpy(previous_x0)})
                 if progress is not None:
                     progress.update(index + 1)
         self.last_denoise_seconds = time.perf_counter() - start
-        return self.decode_latents(latents)
-
-    def _run_compiled_loop(self, family, latents, context, plan, guidance):
-        length = self.scheduler.config.num_train_timesteps
-        num_steps = len(plan.timesteps)
-        timesteps = np.zeros(length, np.float32)
-        timesteps[:num_steps] = plan.timesteps
-        coefficients = np.zeros((length, plan.coefficients.shape[1]), np.float32)
-        coefficients[:num_steps] = plan.coefficients
-        return self._loop_fns[family](latents, context, ops.convert_to_tensor(timesteps),
-                                      ops.convert_to_tensor(coefficients),
-                                      ops.convert_to_tensor(num_steps, dtype="int32"), guidance)
+        return latents
 
     def decode_latents(self, latents):
         """Latents (B, h, w, C) (scaled, as the sampler produces them) -> uint8 images (B, H, W, 3)."""
@@ -253,13 +249,54 @@ class StableDiffusion:
         mean, _ = self.vae.encode(ops.cast(x, self.vae.compute_dtype))
         return to_numpy(ops.cast(mean, "float32") * self.vae.config.scaling_factor)
 
+    # === Preparing a run ===
+    def _sampler(self, name):
+        if name not in self._samplers:
+            raise ValueError(f"Unknown sampler {name!r}; choose one of {list(SAMPLERS)}.")
+        return self._samplers[name]
+
+    def _check_text_to_image_unet(self):
+        unet_channels, latent_channels = self.unet.config.in_channels, self.latent_shape[-1]
+        if unet_channels != latent_channels:
+            raise ValueError(f"This UNet takes {unet_channels} input channels, not the "
+                             f"{latent_channels} of its latents: an inpainting UNet (the extra "
+                             "channels take a mask and the masked image's latents). It cannot "
+                             "generate from text alone; load a text-to-image checkpoint.")
+
+    def _paired_contexts(self, context, negative_prompt, unconditional_context, batch_size):
+        """[unconditional; conditional] encodings, (2B, 77, D): one encoding broadcasts over
+        ``batch_size``; the unconditional ones are the negative prompts' (empty by default)."""
+        context = validation.check_context(context, self.context_shape)
+        batch_size = validation.check_generate_batch(batch_size, context)
+        if unconditional_context is None:
+            negatives = validation.check_negative_prompt(negative_prompt, batch_size)
+            unconditional_context = self.encode_text(negatives)
+        else:
+            unconditional_context = validation.check_context(unconditional_context,
+                                                             self.context_shape)
+
+        def rows(encoding):  # (1 or B, 77, D) -> (B, 77, D)
+            return np.repeat(encoding, batch_size, axis=0) if encoding.shape[0] == 1 else encoding
+
+        return np.concatenate([rows(unconditional_context), rows(context)], axis=0)
+
+    def _run_compiled_loop(self, latents, contexts, plan, guidance):
+        length = self.scheduler.config.num_train_timesteps
+        num_steps = len(plan.timesteps)
+        timesteps = np.zeros(length, np.float32)
+        timesteps[:num_steps] = plan.timesteps
+        coefficients = np.zeros((length, plan.coefficients.shape[1]), np.float32)
+        coefficients[:num_steps] = plan.coefficients
+        return self._loop_fns[plan.family](latents, contexts, ops.convert_to_tensor(timesteps),
+                                           ops.convert_to_tensor(coefficients),
+                                           ops.convert_to_tensor(num_steps, dtype="int32"), guidance)
+
     def _initial_latents(self, batch_size, seed, diffusion_noise):
         shape = (batch_size, *self.latent_shape)
         if diffusion_noise is not None:
             return validation.check_diffusion_noise(diffusion_noise, shape, self.vae_scale_factor)
         rng = np.random.default_rng(seed)
-        # DDIM's initial noise sigma is 1: the latent is plain standard normal noise.
-        return rng.standard_normal(shape, dtype=np.float32)
+        return rng.standard_normal(shape, dtype=np.float32)  # times the sampler's initial sigma
 
     @property
     def trace_counts(self):
@@ -273,8 +310,8 @@ class StableDiffusion:
 
     def __repr__(self):
         return (f"StableDiffusion({self.name!r}, {self.img_height}x{self.img_width}, "
-                f"jit_compile={self.jit_compile}, compile_loop={self.compile_loop}, dtype={self.unet.dtype_policy.name!r}, "
-                f"backend={keras.backend.backend()!r})")
+                f"jit_compile={self.jit_compile}, compile_loop={self.compile_loop}, "
+                f"dtype={self.unet.dtype_policy.name!r}, backend={keras.backend.backend()!r})")
 
 
 def _plain_number(value):

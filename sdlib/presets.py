@@ -1,4 +1,4 @@
-"""Named models, all in one place.
+"""Named models, all in one place: their configs, and where their weights come from.
 
 - ``sd-v1-5``: the real Stable Diffusion v1.5 architecture (1.07 B parameters). Weights come from a
   local folder or file named by ``$SDLIB_SD15_WEIGHTS``, else from the hub (network needed);
@@ -6,20 +6,21 @@
 - ``mini-shapes``: Stable Diffusion in miniature (64x64), trained here on procedural shapes with
   ``tools/train_mini_model.py``; weights shipped as package data, so it works offline.
 - ``tiny``: the same code paths at toy size with seeded random weights; seconds-fast, for tests and CI.
+
+Reading the weights is ``sdlib.loading``'s job; this module only names things.
 """
 
 import dataclasses
-import os
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
+from sdlib.models.text_encoder import TextEncoderConfig
+from sdlib.models.unet import UNetConfig
+from sdlib.models.vae import VAEConfig
+from sdlib.sampling.schedule import SchedulerConfig
 
-from sdlib.hub import SD15_REPO
-from sdlib.schedulers import DDIMScheduler, SchedulerConfig
-from sdlib.text_encoder import TextEncoderConfig
-from sdlib.tokenizer import CLIPTokenizer
-from sdlib.unet import UNetConfig
-from sdlib.vae import VAEConfig
+SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+ASSETS = Path(__file__).parent / "assets"
 
 # SD v1.5's scheduler/scheduler_config.json, read as DDIMScheduler.from_config reads it.
 SD15_SCHEDULER = SchedulerConfig(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -71,67 +72,35 @@ def mini_shapes_configs():
     }
 
 
-MINI_SHAPES_WEIGHTS = Path(__file__).parent / "assets" / "mini_shapes.safetensors"
-
-PRESETS = {
-    "sd-v1-5": {"configs": sd15_configs, "size": 512,
-                "description": "Stable Diffusion v1.5 (real weights from $SDLIB_SD15_WEIGHTS or the hub)"},
-    "mini-shapes": {"configs": mini_shapes_configs, "size": 64,
-                    "description": "SD in miniature, trained on procedural shapes (shipped weights)"},
-    "tiny": {"configs": tiny_configs, "size": 64,
-             "description": "toy-sized random model for tests and CI (draws noise)"},
-}
+MINI_SHAPES_WEIGHTS = ASSETS / "mini_shapes.safetensors"
 
 
-def randomize(model, seed):
-    """Seeded random weights, identical on every backend: N(0, 1/fan_in) kernels, norms near 1."""
-    rng = np.random.default_rng(seed)
-    for variable in model.weights:
-        shape = tuple(variable.shape)
-        name = variable.path.rsplit("/", 1)[-1]
-        if name == "gamma":
-            value = 1.0 + 0.1 * rng.standard_normal(shape)
-        elif name in ("beta", "bias"):
-            value = 0.02 * rng.standard_normal(shape)
-        else:
-            fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-            scale = 0.5 if name == "embeddings" else 1.0 / np.sqrt(max(fan_in, 1))
-            value = scale * rng.standard_normal(shape)
-        variable.assign(value.astype(variable.dtype))
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named model. Its weights: a file shipped in the package (``shipped_weights``), a local copy
+    named by the environment variable ``weights_env``, or the hub repo ``repo_id``; none of them
+    (``tiny``): seeded random weights."""
+
+    name: str
+    description: str
+    configs: Callable[[], dict]
+    image_size: int
+    shipped_weights: Path | None = None
+    weights_env: str | None = None
+    repo_id: str | None = None
 
 
-def build(cls, preset, img_height=None, img_width=None, jit_compile="auto", load_weights=True,
-          dtype="auto", compile_loop=False):
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)} (or load a "
+PRESETS = {preset.name: preset for preset in (
+    Preset("sd-v1-5", "Stable Diffusion v1.5 (real weights from $SDLIB_SD15_WEIGHTS or the hub)",
+           sd15_configs, 512, weights_env="SDLIB_SD15_WEIGHTS", repo_id=SD15_REPO),
+    Preset("mini-shapes", "SD in miniature, trained on procedural shapes (shipped weights)",
+           mini_shapes_configs, 64, shipped_weights=MINI_SHAPES_WEIGHTS),
+    Preset("tiny", "toy-sized random model for tests and CI (draws noise)", tiny_configs, 64),
+)}
+
+
+def get_preset(name) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)} (or load a "
                          "checkpoint with StableDiffusion.from_pretrained).")
-    spec = PRESETS[preset]
-    img_height = spec["size"] if img_height is None else img_height
-    img_width = spec["size"] if img_width is None else img_width
-    if preset == "sd-v1-5" and load_weights:
-        source = os.environ.get("SDLIB_SD15_WEIGHTS", SD15_REPO)
-        return cls.from_pretrained(source, img_height=img_height, img_width=img_width,
-                                   jit_compile=jit_compile, dtype=dtype, compile_loop=compile_loop)
-    if preset == "mini-shapes" and load_weights:
-        from sdlib import checkpoint
-
-        if not MINI_SHAPES_WEIGHTS.exists():
-            raise FileNotFoundError(f"The mini-shapes weights are missing ({MINI_SHAPES_WEIGHTS}); "
-                                    "reinstall sdlib or train them with tools/train_mini_model.py.")
-        parts = checkpoint.load_sdlib_file(str(MINI_SHAPES_WEIGHTS), dtype=dtype)
-        return cls(parts["text_encoder"], parts["unet"], parts["vae"], parts["tokenizer"],
-                   parts["scheduler"], img_height, img_width, jit_compile=jit_compile,
-                   compile_loop=compile_loop, name=preset)
-    from sdlib import checkpoint
-
-    # Random weights (the tiny preset, or load_weights=False): zeros first, then seeded values, the
-    # same on every backend and faster than Keras' initializers (1.07 B parameters for sd-v1-5).
-    configs = spec["configs"]()
-    models = checkpoint.build_models(configs, dtype=dtype, fast=True)
-    text_encoder, unet, vae = models["text_encoder"], models["unet"], models["vae"]
-    for index, model in enumerate((text_encoder, unet, vae)):
-        randomize(model, seed=index)
-    tokenizer = CLIPTokenizer.from_default(max_length=configs["text_encoder"].max_position_embeddings)
-    return cls(text_encoder, unet, vae, tokenizer, DDIMScheduler(configs["scheduler"]),
-               img_height, img_width, jit_compile=jit_compile, compile_loop=compile_loop, name=preset)
-
+    return PRESETS[name]

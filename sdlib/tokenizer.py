@@ -40,6 +40,9 @@ from pathlib import Path
 import numpy as np
 import regex
 
+from sdlib.config import read_json
+from sdlib.validation import check_prompt
+
 END_OF_WORD = "</w>"
 DEFAULT_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 NUM_MERGES = 49152 - 256 - 2  # 48,894: CLIP's vocab minus the 256 byte symbols and the 2 specials
@@ -190,7 +193,7 @@ class CLIPTokenizer:
 
     def __call__(self, prompts: str | Sequence[str]) -> np.ndarray:
         """One row per prompt: [BOS] + ids + [EOS] + padding, shape (N, max_length), int32."""
-        prompts = _check_prompts(prompts)
+        prompts = check_prompt(prompts, name="prompts")
         shape = (len(prompts), self.max_length)  # (N, 77)
         rows = np.full(shape, self.pad_id, dtype=np.int32)
         room = self.max_length - 2
@@ -294,28 +297,9 @@ def _split_on(
     ]
 
 
-def _check_prompts(prompts) -> list[str]:
-    if isinstance(prompts, str):
-        return [prompts]
-    if not isinstance(prompts, (list, tuple)):
-        raise TypeError(
-            f"prompts must be a str or a list/tuple of str, got {type(prompts).__name__}."
-        )
-    if not prompts:
-        raise ValueError(
-            'prompts is an empty list; pass at least one prompt ("" is the unconditional one).'
-        )
-    for index, prompt in enumerate(prompts):
-        if not isinstance(prompt, str):
-            raise TypeError(
-                f"prompts[{index}] is {type(prompt).__name__}; every prompt must be a str."
-            )
-    return list(prompts)
-
-
 def _read_tokenizer_json(path: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Vocab and merges of a HuggingFace `tokenizers` BPE model (CLIP's "</w>" suffix)."""
-    model = _read_json(path).get("model", {})
+    model = read_json(path, "tokenizer.json", optional=True).get("model", {})
     if model.get("type") != "BPE" or model.get("end_of_word_suffix") != "</w>":
         raise ValueError(
             f"{path} is not a CLIP BPE tokenizer (model type {model.get('type')!r}, end-of-word "
@@ -347,10 +331,11 @@ def _read_special_token_config(folder: Path) -> dict:
     A token is a str or a dict with "content"; when two names share one token (eos, unk and pad are
     all "<|endoftext|>") the last one transformers registers sets its `normalized` flag.
     """
-    config = _read_json(folder / "tokenizer_config.json")
+    config = read_json(folder / "tokenizer_config.json", "tokenizer_config.json", optional=True)
     decoder = config.get("added_tokens_decoder")
     if decoder is None:
-        config.update(_read_json(folder / "special_tokens_map.json"))
+        config.update(read_json(folder / "special_tokens_map.json", "special_tokens_map.json",
+                                 optional=True))
         decoder = {}
     decoder_flags = {entry["content"]: entry.get("normalized", False) for entry in decoder.values()}
     kwargs, flags = {"max_length": int(config.get("model_max_length", 77))}, {}
@@ -369,7 +354,3 @@ def _read_special_token_config(folder: Path) -> dict:
         )
     kwargs["normalized_tokens"] = [content for content, normalized in flags.items() if normalized]
     return kwargs
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from sdlib import checkpoint, presets, single_file
-from sdlib.weights import keras_weight_map, to_keras_layout
+from sdlib import presets
+from sdlib.loading import single_file
+from sdlib.loading.build import build_models
+from sdlib.loading.state_dict import keras_weight_map, strip_text_model_prefix, to_keras_layout
 
 pytestmark = pytest.mark.slow  # builds the 1.07 B-parameter model (~40 s on 2 cores)
 
@@ -14,7 +16,7 @@ PREFIXES = {"unet": single_file.UNET_PREFIX, "vae": single_file.VAE_PREFIX,
 
 @pytest.fixture(scope="module")
 def sd15_models():
-    return checkpoint.build_models(presets.sd15_configs())
+    return build_models(presets.sd15_configs())
 
 
 def _count(model):
@@ -37,7 +39,7 @@ def test_every_sd15_single_file_tensor_maps_onto_a_model_weight_of_its_shape(
     fake_state = {key: np.zeros(shape, dtype=np.float16) for key, shape in shapes.items()}
     parts, unknown = single_file.split_components(fake_state, configs["unet"], configs["vae"])
     assert unknown == []
-    parts["text_encoder"] = checkpoint.strip_text_model_prefix(parts["text_encoder"])
+    parts["text_encoder"] = strip_text_model_prefix(parts["text_encoder"])
 
     diffusers_names = {key: name.removeprefix("text_model.") for key, name, _ in rows}
     for component, prefix in PREFIXES.items():

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from sdlib import bench
+from sdlib import device
+from sdlib.book import bench
 
 ROW_KEYS = {"mode", "preset", "img_size", "batch_size", "num_steps", "build_s", "first_image_s",
             "cold_s", "warm_median_s", "warm_min_s", "warm_max_s", "warm_times", "device",
@@ -22,21 +23,8 @@ def rows():
                            return_images=True)
 
 
-def test_modes_are_the_guides_four_in_order():
-    assert list(bench.MODES) == ["Standard", "Mixed precision", "XLA", "XLA + mixed precision"]
-    assert [kwargs["jit_compile"] for kwargs in bench.MODES.values()] == [False, False, True, True]
-    assert bench.MODES["Standard"]["dtype"] is None
-    assert bench.MODES["XLA + mixed precision"]["dtype"] == bench.inference_policy()
-
-
-def test_mixed_policy_is_bfloat16_on_a_cpu():
-    assert not bench.gpu_visible()
-    assert bench.mixed_policy() == "mixed_bfloat16"
-    assert bench.inference_policy() == "bfloat16"  # weights in bfloat16 too
-
-
 def test_run_modes_gives_one_timed_row_per_mode(rows):
-    assert [row["mode"] for row in rows] == list(bench.MODES)
+    assert [row["mode"] for row in rows] == list(device.guide_modes())
     for row in rows:
         assert ROW_KEYS <= set(row)
         assert row["preset"] == "tiny" and row["num_steps"] == 2 and row["batch_size"] == 1
@@ -45,7 +33,8 @@ def test_run_modes_gives_one_timed_row_per_mode(rows):
         assert math.isclose(row["cold_s"], row["build_s"] + row["first_image_s"])
         assert len(row["warm_times"]) == 1
     policies = [row["dtype_policy"] for row in rows]
-    assert policies == ["float32", "bfloat16", "float32", "bfloat16"]
+    half = device.inference_policy()
+    assert policies == ["float32", half, "float32", half]
 
 
 def test_format_table_has_a_line_per_mode(rows):
@@ -53,7 +42,7 @@ def test_format_table_has_a_line_per_mode(rows):
     lines = table.splitlines()
     assert lines[0].startswith("| mode | cold s | warm s | speed-up vs Standard")
     assert len(lines) == 2 + len(rows)
-    for mode in bench.MODES:
+    for mode in device.guide_modes():
         assert f"| {mode} |" in table
     assert "| Standard |" in lines[2] and lines[2].endswith("| 1.00x |")
 

@@ -9,8 +9,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import sdlib
-from sdlib import checkpoint
-from sdlib.weights import CheckpointError, read_safetensors
+from sdlib import CheckpointError, loading
+from sdlib.loading.safetensors import read_safetensors
 
 UNET_FILE = "unet/diffusion_pytorch_model.safetensors"
 
@@ -198,5 +198,6 @@ def test_hub_id_offline_fails_with_a_clear_message(monkeypatch):
 
 
 def test_loading_a_good_folder_still_works_after_all_that(folder):
-    parts = checkpoint.load_folder(str(folder))
-    assert set(parts) == {"text_encoder", "unet", "vae", "tokenizer", "scheduler"}
+    parts = loading.open_checkpoint(str(folder)).load()
+    assert isinstance(parts, sdlib.Components)
+    assert parts.unet.config.in_channels == 4 and parts.tokenizer.max_length == 77

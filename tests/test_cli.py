@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdlib.__main__ import main, save_png
+from sdlib.cli import main
+from sdlib.cli.generate import save_png
 
 ARGS = ["generate", "a small red circle", "--preset", "tiny", "--steps", "2", "--seed", "0",
         "--no-jit"]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from sdlib import judge as judge_lib
-from sdlib import shapes
-from sdlib.judge import ShapesJudge, adherence
+from sdlib.mini import judge as judge_lib
+from sdlib.mini import shapes
+from sdlib.mini.judge import ShapesJudge, adherence
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from sdlib import layers as L
+from sdlib.models import layers as L
 
 
 def test_gelu_is_the_exact_gelu():

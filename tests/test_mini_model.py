@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 import sdlib
-from sdlib import judge, presets, shapes, train
-from sdlib.schedulers import alphas_cumprod
+from sdlib import presets
+from sdlib.mini import judge, shapes
+from sdlib.sampling.schedule import alphas_cumprod
+from sdlib.training import diffusion
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +42,9 @@ def test_v_prediction_targets():
     latents = np.repeat(x0, 6, axis=0)  # every row the same, so each batch's x0 is known
     ids = np.zeros((6, 77), np.int32)
     alphas_bar = alphas_cumprod(presets.MINI_SHAPES_SCHEDULER)
-    data = train.NoisedLatents(latents, ids, ids[0], alphas_bar, batch_size=4, steps=1, seed=5,
+    data = diffusion.NoisedLatents(latents, ids, ids[0], alphas_bar, batch_size=4, steps=1, seed=5,
                                caption_dropout=0.0, prediction_type="v_prediction")
-    eps_data = train.NoisedLatents(latents, ids, ids[0], alphas_bar, batch_size=4, steps=1, seed=5,
+    eps_data = diffusion.NoisedLatents(latents, ids, ids[0], alphas_bar, batch_size=4, steps=1, seed=5,
                                    caption_dropout=0.0)
     inputs, v = data[0]
     _, noise = eps_data[0]
@@ -51,4 +53,4 @@ def test_v_prediction_targets():
                                atol=1e-5)
     np.testing.assert_allclose(v, np.sqrt(a) * noise - np.sqrt(1 - a) * x0, atol=1e-4)
     with pytest.raises(ValueError, match="prediction_type"):
-        train.NoisedLatents(latents, ids, ids[0], alphas_bar, 4, 1, 0, prediction_type="sample")
+        diffusion.NoisedLatents(latents, ids, ids[0], alphas_bar, 4, 1, 0, prediction_type="sample")

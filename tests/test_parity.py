@@ -12,8 +12,9 @@ import pytest
 from conftest import PARITY_LINES
 
 import sdlib
-from sdlib import checkpoint
-from sdlib.schedulers import DDIMScheduler, SchedulerConfig
+from sdlib import loading
+from sdlib.sampling.ddim import DDIMScheduler
+from sdlib.sampling.schedule import SchedulerConfig
 
 FORWARD_TOLERANCE = 1e-4
 PIPELINE_TOLERANCE = 1e-3
@@ -21,7 +22,7 @@ PIPELINE_TOLERANCE = 1e-3
 
 @pytest.fixture(scope="module")
 def parts(fixtures_dir):
-    return checkpoint.load_components(str(fixtures_dir / "tiny-sd"))
+    return loading.open_checkpoint(str(fixtures_dir / "tiny-sd")).load()
 
 
 def nhwc(array):
@@ -48,32 +49,32 @@ def report(name, actual, expected, tolerance, scale=1.0):
 
 
 def test_tokenizer_from_checkpoint_folder(parts, golden, golden_info):
-    ids = parts["tokenizer"](golden_info["tok_prompts"])
+    ids = parts.tokenizer(golden_info["tok_prompts"])
     np.testing.assert_array_equal(ids, golden["tok_ids"])
 
 
 def test_text_encoder(parts, golden):
-    hidden = parts["text_encoder"](golden["text_ids"].astype("int32"))
+    hidden = parts.text_encoder(golden["text_ids"].astype("int32"))
     report("text encoder", keras.ops.convert_to_numpy(hidden), golden["text_hidden"],
            FORWARD_TOLERANCE)
 
 
 def test_unet_non_square_two_timesteps(parts, golden):
-    out = parts["unet"](nhwc(golden["unet_sample"]), golden["unet_timesteps"].astype("int32"),
+    out = parts.unet(nhwc(golden["unet_sample"]), golden["unet_timesteps"].astype("int32"),
                         golden["unet_context"])
     report("unet", keras.ops.convert_to_numpy(out), nhwc(golden["unet_out"]), FORWARD_TOLERANCE)
 
 
 def test_unet_odd_latent_size_matches_skips_like_diffusers(parts, golden):
     """18x22 latents: 9x11 -> 5x6 at the bottom, so upsampling must hit 9x11, not 10x12."""
-    out = parts["unet"](nhwc(golden["unet_odd_sample"]), golden["unet_timesteps"][:1].astype("int32"),
+    out = parts.unet(nhwc(golden["unet_odd_sample"]), golden["unet_timesteps"][:1].astype("int32"),
                         golden["unet_context"][:1])
     report("unet odd size", keras.ops.convert_to_numpy(out), nhwc(golden["unet_odd_out"]),
            FORWARD_TOLERANCE)
 
 
 def test_vae_encode(parts, golden):
-    mean, logvar = parts["vae"].encode(nhwc(golden["vae_image"]))
+    mean, logvar = parts.vae.encode(nhwc(golden["vae_image"]))
     report("vae encode mean", keras.ops.convert_to_numpy(mean), nhwc(golden["vae_mean"]),
            FORWARD_TOLERANCE)
     report("vae encode logvar", keras.ops.convert_to_numpy(logvar), nhwc(golden["vae_logvar"]),
@@ -81,20 +82,21 @@ def test_vae_encode(parts, golden):
 
 
 def test_vae_decode(parts, golden):
-    decoded = parts["vae"].decode(nhwc(golden["vae_latent"]))
+    decoded = parts.vae.decode(nhwc(golden["vae_latent"]))
     report("vae decode", keras.ops.convert_to_numpy(decoded), nhwc(golden["vae_decoded"]),
            FORWARD_TOLERANCE)
 
 
 def test_scheduler_config_is_read_like_ddim_from_config(parts):
-    config = parts["scheduler"].config
+    config = parts.scheduler_config
     assert (config.steps_offset, config.set_alpha_to_one, config.clip_sample) == (1, False, False)
 
 
 def test_ddim_timesteps(parts, golden):
-    np.testing.assert_array_equal(parts["scheduler"].timesteps(50), golden["ddim_timesteps_50"])
-    np.testing.assert_array_equal(parts["scheduler"].timesteps(3), golden["ddim_timesteps_3"])
-    assert list(parts["scheduler"].timesteps(3)) == [667, 334, 1]
+    scheduler = DDIMScheduler(parts.scheduler_config)
+    np.testing.assert_array_equal(scheduler.timesteps(50), golden["ddim_timesteps_50"])
+    np.testing.assert_array_equal(scheduler.timesteps(3), golden["ddim_timesteps_3"])
+    assert list(scheduler.timesteps(3)) == [667, 334, 1]
 
 
 @pytest.mark.parametrize("case", ["sd", "trailing", "linspace", "alpha_one", "v_prediction",
@@ -149,10 +151,11 @@ def test_pipeline_three_guided_steps(case, pipe, golden, golden_info):
 
 
 def test_single_file_loads_the_same_weights_as_the_folder(parts, fixtures_dir):
-    single = checkpoint.load_single_file(str(fixtures_dir / "tiny-sd.safetensors"),
-                                         config_path=str(fixtures_dir / "tiny-sd"))
+    single = loading.open_checkpoint(str(fixtures_dir / "tiny-sd.safetensors"),
+                                     config_path=str(fixtures_dir / "tiny-sd")).load()
     for component in ("text_encoder", "unet", "vae"):
-        for a, b in zip(parts[component].weights, single[component].weights, strict=True):
+        for a, b in zip(parts.models[component].weights, single.models[component].weights,
+                        strict=True):
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
                                           keras.ops.convert_to_numpy(b), err_msg=a.path)
 
@@ -160,15 +163,16 @@ def test_single_file_loads_the_same_weights_as_the_folder(parts, fixtures_dir):
 @pytest.mark.parametrize("source", ["variant", "bf16_single_file"])
 def test_half_precision_checkpoints_load_within_their_rounding(source, parts, fixtures_dir):
     if source == "variant":
-        half = checkpoint.load_folder(str(fixtures_dir / "tiny-sd"), variant="fp16")
+        half = loading.open_checkpoint(str(fixtures_dir / "tiny-sd"), variant="fp16").load()
         tolerance = 2.0**-10  # fp16 keeps 10 mantissa bits
     else:
-        half = checkpoint.load_single_file(str(fixtures_dir / "tiny-sd-bf16.safetensors"),
-                                           config_path=str(fixtures_dir / "tiny-sd"))
+        half = loading.open_checkpoint(str(fixtures_dir / "tiny-sd-bf16.safetensors"),
+                                       config_path=str(fixtures_dir / "tiny-sd")).load()
         tolerance = 2.0**-7  # bf16 keeps 7
     rounded_somewhere = False
     for component in ("text_encoder", "unet", "vae"):
-        for full, rounded in zip(parts[component].weights, half[component].weights, strict=True):
+        for full, rounded in zip(parts.models[component].weights, half.models[component].weights,
+                                 strict=True):
             full = keras.ops.convert_to_numpy(full)
             rounded = keras.ops.convert_to_numpy(rounded)
             rounded_somewhere |= not np.array_equal(full, rounded)

@@ -8,8 +8,8 @@ import pytest
 from conftest import PARITY_LINES
 
 import sdlib
-from sdlib.samplers import make_sampler, run_plan
-from sdlib.schedulers import SchedulerConfig
+from sdlib.sampling.samplers import make_sampler, run_plan
+from sdlib.sampling.schedule import SchedulerConfig
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@ import itertools
 import numpy as np
 import pytest
 
-from sdlib import shapes
-from sdlib.shapes import ATTRIBUTES, ShapeSpec
+from sdlib.mini import shapes
+from sdlib.mini.shapes import ATTRIBUTES, ShapeSpec
 
 
 def all_specs():

@@ -160,9 +160,9 @@ def test_from_folder_names_the_missing_file(tmp_path):
 @pytest.mark.parametrize(
     "prompts, error, message",
     [
-        (3, TypeError, "got int"),
-        (b"a cat", TypeError, "got bytes"),
-        (["a cat", None], TypeError, r"prompts\[1\] is NoneType"),
+        (3, TypeError, "got a int"),
+        (b"a cat", TypeError, "got a bytes"),
+        (["a cat", None], TypeError, r"prompts\[1\] is a NoneType"),
         ([], ValueError, "empty list"),
     ],
 )

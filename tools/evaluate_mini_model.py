@@ -12,15 +12,14 @@ import json
 import time
 
 import sdlib
-from sdlib import checkpoint, judge, presets, shapes
+from sdlib import loading, presets
+from sdlib.mini import judge, shapes
 
 COLUMNS = ("color", "shape", "position", "size", "background", "all3", "all")
 
 
 def load(weights):
-    parts = checkpoint.load_sdlib_file(weights)
-    return sdlib.StableDiffusion(parts["text_encoder"], parts["unet"], parts["vae"],
-                                 parts["tokenizer"], parts["scheduler"], 64, 64, name=weights)
+    return sdlib.StableDiffusion(loading.open_checkpoint(weights).load(), 64, 64, name=weights)
 
 
 def main():

@@ -1,4 +1,4 @@
-"""Train the shapes judge (sdlib.judge), report its accuracy, and write the shipped weights.
+"""Train the shapes judge (sdlib.mini.judge), report its accuracy, and write the shipped weights.
 
     python tools/train_judge.py                 # writes sdlib/assets/shapes_judge.safetensors
     python tools/train_judge.py --epochs 1 --num-images 2000 --output /tmp/judge.safetensors
@@ -17,8 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from sdlib import judge as judge_lib  # noqa: E402
-from sdlib import shapes  # noqa: E402
+from sdlib.mini import judge as judge_lib  # noqa: E402
+from sdlib.mini import shapes  # noqa: E402
 
 TEST_SEED = 20_240_601  # far from any training seed
 

@@ -12,14 +12,16 @@ import math
 import keras
 from keras import ops
 
-from sdlib import layers as L
+from sdlib.config import Config
+from sdlib.models import layers as L
+from sdlib.models.base import ConfiguredModel
 
 SUPPORTED_DOWN_BLOCKS = ("CrossAttnDownBlock2D", "DownBlock2D")
 SUPPORTED_UP_BLOCKS = ("CrossAttnUpBlock2D", "UpBlock2D")
 
 
 @dataclasses.dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(Config):
     in_channels: int = 4
     out_channels: int = 4
     block_out_channels: tuple = (320, 640, 1280, 1280)
@@ -50,16 +52,7 @@ class UNetConfig:
         heads = config.get("num_attention_heads") or config.get("attention_head_dim", 8)
         if isinstance(heads, int):
             heads = (heads,) * levels
-        values = {
-            "num_attention_heads": tuple(heads),
-            **{
-                key: tuple(value) if isinstance(value, list) else value
-                for key, value in config.items()
-                if key in {field.name for field in dataclasses.fields(cls)}
-                and key != "num_attention_heads"
-            },
-        }
-        return cls(**values)
+        return cls.from_dict({**config, "num_attention_heads": heads})
 
 
 def _refuse_unsupported(config):
@@ -365,12 +358,14 @@ class MidBlock(keras.layers.Layer):
         return self.resnets[1](x, time_embedding)
 
 
-class UNet(keras.Model):
+@keras.saving.register_keras_serializable(package="sdlib")
+class UNet(ConfiguredModel):
     """Predicts the noise in a latent: (latent (B, h, w, C), timestep (B,), context (B, 77, D))."""
 
+    config_class = UNetConfig
+
     def __init__(self, config: UNetConfig, **kwargs):
-        super().__init__(**kwargs)
-        self.config = config
+        super().__init__(config, **kwargs)
         dtype = self.dtype_policy
         channels = config.block_out_channels
         levels = len(channels)
@@ -440,6 +435,3 @@ class UNet(keras.Model):
         self.build(L.image_shape(self.config.in_channels), (None,),
                    (None, context_length, self.config.cross_attention_dim))
         return self
-
-    def get_config(self):
-        return {"config": dataclasses.asdict(self.config), "name": self.name}

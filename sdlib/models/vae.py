@@ -9,11 +9,13 @@ import dataclasses
 import keras
 from keras import ops
 
-from sdlib import layers as L
+from sdlib.config import Config
+from sdlib.models import layers as L
+from sdlib.models.base import ConfiguredModel
 
 
 @dataclasses.dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(Config):
     in_channels: int = 3
     out_channels: int = 3
     block_out_channels: tuple = (128, 256, 512, 512)
@@ -42,10 +44,7 @@ class VAEConfig:
             if unknown:
                 raise ValueError(f"VAE {key} {unknown} are not supported; sdlib implements "
                                  f"{allowed} (an AutoencoderKL as in SD v1/v2).")
-        names = {field.name for field in dataclasses.fields(cls)}
-        values = {key: tuple(value) if isinstance(value, list) else value
-                  for key, value in config.items() if key in names}
-        return cls(**values)
+        return cls.from_dict(config)
 
 
 class VAEAttention(keras.layers.Layer):
@@ -203,12 +202,14 @@ class VAEDecoder(keras.layers.Layer):
         return self.conv_out(L.silu(self.conv_norm_out(x)))
 
 
-class AutoencoderKL(keras.Model):
+@keras.saving.register_keras_serializable(package="sdlib")
+class AutoencoderKL(ConfiguredModel):
     """``encode``: image -> (mean, logvar) of the latent; ``decode``: latent -> image. Unscaled latents."""
 
+    config_class = VAEConfig
+
     def __init__(self, config: VAEConfig, **kwargs):
-        super().__init__(**kwargs)
-        self.config = config
+        super().__init__(config, **kwargs)
         dtype = self.dtype_policy
         # === Layers ===
         self.encoder = VAEEncoder(config, dtype=dtype)
@@ -246,6 +247,3 @@ class AutoencoderKL(keras.Model):
     def build_weights(self):
         self.build(L.image_shape(self.config.in_channels))
         return self
-
-    def get_config(self):
-        return {"config": dataclasses.asdict(self.config), "name": self.name}

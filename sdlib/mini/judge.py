@@ -23,9 +23,10 @@ from keras import layers
 from PIL import Image, ImageFilter
 from safetensors.numpy import load_file, save_file
 
-from sdlib import shapes
+from sdlib.mini import shapes
+from sdlib.presets import ASSETS
 
-DEFAULT_WEIGHTS = Path(__file__).parent / "assets" / "shapes_judge.safetensors"
+DEFAULT_WEIGHTS = ASSETS / "shapes_judge.safetensors"
 WEIGHTS_FORMAT = "sdlib.ShapesJudge/1"
 
 # Degradations, in 0..255 pixel units where they have units.

@@ -1,13 +1,19 @@
-"""Renaming the original Stable Diffusion single-file checkpoint keys to diffusers names.
+"""Reading the original Stable Diffusion single-file checkpoint: its keys renamed to diffusers names.
 
 The CompVis/RunwayML file (``v1-5-pruned-emaonly.safetensors``) stores the UNet under
 ``model.diffusion_model.``, the VAE under ``first_stage_model.`` and the CLIP text encoder under
 ``cond_stage_model.transformer.``. The UNet numbers its blocks flat (``input_blocks.4``); diffusers nests
 them (``down_blocks.1.resnets.0``). The renaming needs the config (levels, layers per block, which levels
-have attention), so it is computed, not tabulated. ``shared/reference/sd15_keymap_full.tsv`` checks it.
+have attention), so it is computed, not tabulated; ``tests/fixtures/sd15_keymap.tsv`` checks it.
 """
 
 import re
+
+from sdlib.errors import CheckpointError
+from sdlib.loading.build import MODEL_NAMES, Components, build_models, default_tokenizer
+from sdlib.loading.folder import folder_tokenizer, read_folder_configs
+from sdlib.loading.state_dict import load_state_dict, strip_text_model_prefix
+from sdlib.presets import sd15_configs
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -120,3 +126,29 @@ def vae_key(key, config):
             return f"decoder.up_blocks.{level}.resnets.{match[3]}.{rest}"
         return f"decoder.up_blocks.{level}.upsamplers.0.{rest}"
     return key
+
+
+def single_file_configs(config_path=None):
+    """A single file holds no configs: those of the diffusers folder ``config_path``, else SD v1.5's."""
+    return read_folder_configs(config_path) if config_path is not None else sd15_configs()
+
+
+def load_single_file(path, state, configs, dtype="float32", config_path=None):
+    """Components of an original-layout single file whose tensors ``state`` are read already."""
+    family = detect_family(state)
+    if family:
+        raise CheckpointError(f"{path} looks like {family}; sdlib loads Stable Diffusion v1 "
+                              "single-file checkpoints.")
+    parts, unknown = split_components(state, configs["unet"], configs["vae"])
+    if unknown:
+        raise CheckpointError(f"{path} has {len(unknown)} tensor(s) outside the UNet, VAE and text "
+                              f"encoder: {', '.join(sorted(unknown)[:5])}.")
+    models = build_models(configs, dtype=dtype)
+    for component in MODEL_NAMES:
+        part = parts[component]
+        if component == "text_encoder":
+            part = strip_text_model_prefix(part)
+        load_state_dict(models[component], part, component, source=path)
+    tokenizer = (folder_tokenizer(config_path, configs["text_encoder"]) if config_path else
+                 default_tokenizer(configs["text_encoder"]))
+    return Components(**models, tokenizer=tokenizer, scheduler_config=configs["scheduler"])

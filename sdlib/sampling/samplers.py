@@ -19,38 +19,13 @@ The model sees ``c_in * x`` at timestep ``t``. Semantics match diffusers' ``Eule
 | h_i                  | lambda_{t_{i+1}} - lambda_{t_i}                        |
 """
 
-import dataclasses
-
 import numpy as np
 from keras import ops
 
-from sdlib.schedulers import DDIMScheduler, alphas_cumprod
+from sdlib.sampling.ddim import DDIMSampler
+from sdlib.sampling.schedule import SamplerPlan, alphas_cumprod, check_start_step, spaced_timesteps
 
 SAMPLERS = ("ddim", "euler", "dpmpp_2m")
-
-
-@dataclasses.dataclass
-class SamplerPlan:
-    """What one run of ``num_steps`` needs, per step: timesteps (n,) and coefficients (n, K)."""
-
-    timesteps: np.ndarray
-    coefficients: np.ndarray
-    init_noise_sigma: float
-
-
-class DDIMSampler:
-    family = "ddim"
-
-    def __init__(self, config):
-        self.scheduler = DDIMScheduler(config)
-
-    def plan(self, num_steps):
-        timesteps, alphas, alphas_prev = self.scheduler.step_alphas(num_steps)
-        coefficients = np.stack([np.ones_like(alphas), alphas, alphas_prev], axis=1)  # (n, 3)
-        return SamplerPlan(timesteps.astype(np.float32), coefficients.astype(np.float32), 1.0)
-
-    def update(self, model_output, x, previous_x0, coefficients):
-        return self.scheduler.step(model_output, x, coefficients[1], coefficients[2])
 
 
 class LinearMultistepSampler:
@@ -85,16 +60,14 @@ class EulerSampler(LinearMultistepSampler):
     """Euler's method on the probability-flow ODE in sigma (Karras et al. 2022, Algorithm 1)."""
 
     def timesteps(self, num_steps):
-        total, offset = self.config.num_train_timesteps, self.config.steps_offset
-        spacing = self.config.timestep_spacing or "linspace"
-        if spacing == "linspace":
-            return np.linspace(0, total - 1, num_steps)[::-1].astype(np.float32)
-        if spacing == "leading":
-            ratio = total // num_steps
-            return ((np.arange(num_steps) * ratio).round()[::-1] + offset).astype(np.float32)
-        return (np.arange(total, 0, -total / num_steps).round() - 1).astype(np.float32)
+        config = self.config
+        return spaced_timesteps(config.timestep_spacing or "linspace", num_steps,
+                                config.num_train_timesteps, config.steps_offset,
+                                round_linspace=False).astype(np.float32)
 
-    def plan(self, num_steps):
+    def plan(self, num_steps, start_step=0):
+        """The steps ``start_step``, ..., ``num_steps - 1`` of a ``num_steps`` run."""
+        check_start_step(start_step, num_steps)
         timesteps = self.timesteps(num_steps)
         sigmas = self.sigmas_at(timesteps.astype(np.float64))  # (n + 1,)
         rows = []
@@ -110,7 +83,8 @@ class EulerSampler(LinearMultistepSampler):
         spacing = self.config.timestep_spacing or "linspace"
         max_sigma = float(sigmas.max())
         init = max_sigma if spacing in ("linspace", "trailing") else float(np.sqrt(max_sigma**2 + 1))
-        return SamplerPlan(timesteps, np.asarray(rows, np.float32), init)
+        return SamplerPlan(timesteps[start_step:], np.asarray(rows, np.float32)[start_step:], init,
+                           self.family)
 
 
 class DPMSolverPlusPlus2M(LinearMultistepSampler):
@@ -118,18 +92,15 @@ class DPMSolverPlusPlus2M(LinearMultistepSampler):
     first order on the first and the last step (the last goes to sigma = 0)."""
 
     def timesteps(self, num_steps):
-        total, offset = self.config.num_train_timesteps, self.config.steps_offset
-        spacing = self.config.timestep_spacing or "linspace"
-        if spacing == "linspace":
-            steps = np.linspace(0, total - 1, num_steps + 1).round()[::-1][:-1]
-        elif spacing == "leading":
-            ratio = total // (num_steps + 1)
-            steps = (np.arange(num_steps + 1) * ratio).round()[::-1][:-1] + offset
-        else:
-            steps = np.arange(total, 0, -total / num_steps).round() - 1
-        return steps.astype(np.float32)
+        config = self.config
+        return spaced_timesteps(config.timestep_spacing or "linspace", num_steps,
+                                config.num_train_timesteps, config.steps_offset,
+                                skip_last=True).astype(np.float32)
 
-    def plan(self, num_steps):
+    def plan(self, num_steps, start_step=0):
+        """The steps ``start_step``, ..., ``num_steps - 1`` of a ``num_steps`` run. The multistep
+        history starts with the first step that runs: it is first order, as in diffusers."""
+        check_start_step(start_step, num_steps)
         timesteps = self.timesteps(num_steps)
         sigmas = self.sigmas_at(timesteps.astype(np.float64))  # (n + 1,), last 0
 
@@ -155,13 +126,14 @@ class DPMSolverPlusPlus2M(LinearMultistepSampler):
             h = half_log_snr(sigmas[i + 1]) - half_log_snr(sigmas[i])
             a = sigma_t / sigma_s
             b = -alpha_t * (np.exp(-h) - 1.0)
-            if i == 0:
+            if i == start_step:
                 rows.append((1.0, p, q, a, b, 0.0))
                 continue
             r = (half_log_snr(sigmas[i]) - half_log_snr(sigmas[i - 1])) / h
             # x_t = a x + b D0 + 0.5 b D1, D0 = x0, D1 = (x0 - x0_prev) / r
             rows.append((1.0, p, q, a, b + 0.5 * b / r, -0.5 * b / r))
-        return SamplerPlan(timesteps, np.asarray(rows, np.float32), 1.0)
+        return SamplerPlan(timesteps[start_step:], np.asarray(rows, np.float32)[start_step:], 1.0,
+                           self.family)
 
 
 def make_sampler(name, config):

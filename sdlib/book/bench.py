@@ -20,73 +20,10 @@ import time
 
 import keras
 
+import sdlib
+from sdlib import device
+
 DEFAULT_PROMPT = "a small red circle in the top left on a black background"
-
-
-def gpu_visible():
-    """True when the active Keras backend sees a GPU."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return any(device.platform == "gpu" for device in jax.devices())
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    return False
-
-
-def mixed_policy():
-    """float16 where tensor cores make it fast (GPU); bfloat16 elsewhere: CPUs have native bf16
-    (AVX512_BF16, AMX) while their float16 is emulated and slow."""
-    return "mixed_float16" if gpu_visible() else "mixed_bfloat16"
-
-
-def inference_policy():
-    """``mixed_policy``'s 16-bit type for weights too. Inference has no optimizer whose small updates
-    float32 weights must keep, so storing them in 16 bits loses nothing the 16-bit compute had not
-    already rounded away, halves their memory and saves casting every weight on every call (1.5x
-    faster UNet steps in TensorFlow on a CPU). The VAE stays float32 under float16."""
-    return mixed_policy().removeprefix("mixed_")
-
-
-# The guide's four modes, in its order, as ``StableDiffusion.from_preset`` keyword arguments.
-# jit_compile matters on TensorFlow; on JAX every mode compiles with XLA (sdlib.backend). For
-# generating images, "mixed precision" keeps the weights in 16 bits too (``inference_policy``).
-MODES = {
-    "Standard": {"jit_compile": False, "dtype": None},
-    "Mixed precision": {"jit_compile": False, "dtype": inference_policy()},
-    "XLA": {"jit_compile": True, "dtype": None},
-    "XLA + mixed precision": {"jit_compile": True, "dtype": inference_policy()},
-}
-
-
-def fastest_mode(unet_config):
-    """The mode of ``MODES`` measured fastest on this device for a UNet like ``unet_config``:
-    what ``jit_compile="auto"`` and ``dtype="auto"`` (sdlib's defaults) pick.
-
-    - A GPU: XLA + mixed precision, the fastest mode of the keras.io guide on a T4 and an A100
-      (sdlib's own GPU run, ``benchmarks/gpu_benchmark.sh``, is still to be made).
-    - A CPU with TensorFlow, Stable Diffusion-sized UNets (1280 channels at their widest): Mixed
-      precision with 16-bit weights and no XLA. Measured at 512x512: a guided step 2.73 s, against
-      4.80 s (Standard), 5.41 s (XLA), 7.51 s (XLA + mixed); XLA on a CPU does not use the
-      bfloat16 matrix instructions (``benchmarks/results/peers-512-*.json``).
-    - Otherwise: XLA in float32. The miniature models (96 channels at most) are bound by per-op
-      overhead, which XLA's fusion removes: 1.66-1.72x Standard, mixed precision 1.05-1.06x (chapter 6). JAX
-      always compiles with XLA and gains nothing from bfloat16 on a CPU.
-
-    Only those two sizes were measured; the switch at 512 channels lies between them.
-    """
-    if gpu_visible():
-        return "XLA + mixed precision"
-    if keras.backend.backend() == "tensorflow" and max(unet_config.block_out_channels) >= 512:
-        return "Mixed precision"
-    return "XLA"
 
 
 def time_call(fn, repeats=3, warmup=1):
@@ -111,9 +48,7 @@ def time_call(fn, repeats=3, warmup=1):
 
 def _build(preset, mode, img_size, batch_size, num_steps, prompt, modes, pipeline_kwargs):
     """The pipeline, a function that makes its images, and the seconds the build took."""
-    import sdlib
-
-    kwargs = {**modes[mode], **pipeline_kwargs}
+    kwargs = {**(modes or device.guide_modes())[mode].kwargs(), **pipeline_kwargs}
     start = time.perf_counter()
     pipe = sdlib.StableDiffusion.from_preset(preset, img_height=img_size, img_width=img_size,
                                              **kwargs)
@@ -127,18 +62,17 @@ def _build(preset, mode, img_size, batch_size, num_steps, prompt, modes, pipelin
 
 
 def _provenance(pipe):
-    from sdlib.book import device_description
-
-    return {"device": device_description(), "backend": keras.backend.backend(),
+    return {"device": device.describe().description(), "backend": keras.backend.backend(),
             "keras_version": keras.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "dtype_policy": pipe.unet.dtype_policy.name, "jit_compile": pipe.jit_compile}
 
 
 def benchmark_mode(preset, mode, img_size=None, batch_size=3, num_steps=50, repeats=3,
-                   prompt=DEFAULT_PROMPT, warmup=1, modes=MODES, return_images=False,
+                   prompt=DEFAULT_PROMPT, warmup=1, modes=None, return_images=False,
                    **pipeline_kwargs):
-    """Build ``preset`` in ``mode`` (a name in ``modes``) and time ``text_to_image``.
+    """Build ``preset`` in ``mode`` (a label of ``modes``, default ``sdlib.device.guide_modes()``)
+    and time ``text_to_image``.
 
     Extra keyword arguments go to ``from_preset`` (e.g. ``compile_loop=True``). With
     ``return_images`` the row also holds the last call's images (uint8), to compare modes' outputs.
@@ -165,8 +99,9 @@ def _benchmark(preset, mode, img_size, batch_size, num_steps, repeats, prompt, w
     return row
 
 
-def run_modes(preset, modes=MODES, **kwargs):
+def run_modes(preset, modes=None, **kwargs):
     """``benchmark_mode`` for every mode, in order, in this process (see the module docstring)."""
+    modes = modes or device.guide_modes()
     return [benchmark_mode(preset, mode, modes=modes, **kwargs) for mode in modes]
 
 
@@ -187,7 +122,7 @@ _SUBPROCESS_CODE = """
 import json, sys, time
 start = time.perf_counter()
 import keras, sdlib
-from sdlib import bench
+from sdlib.book import bench
 import_s = time.perf_counter() - start
 args = json.loads(sys.argv[1])
 row = bench._cold_row(import_s, **args)
@@ -197,7 +132,7 @@ print(json.dumps(row))
 
 def _cold_row(import_s, preset, mode, img_size=None, batch_size=3, num_steps=50,
               prompt=DEFAULT_PROMPT, **pipeline_kwargs):
-    pipe, generate, build_s = _build(preset, mode, img_size, batch_size, num_steps, prompt, MODES,
+    pipe, generate, build_s = _build(preset, mode, img_size, batch_size, num_steps, prompt, None,
                                      pipeline_kwargs)
     start = time.perf_counter()
     generate()
@@ -213,7 +148,7 @@ def cold_start_subprocess(preset, mode, timeout=600, **kwargs):
     Returns the child's measurements (``import_s``, ``build_s``, ``first_image_s``, ``cold_s``) and
     ``process_s``: the wall time of the whole child, interpreter start-up and exit included.
     """
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(sdlib.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     arguments = json.dumps({"preset": preset, "mode": mode, **kwargs})

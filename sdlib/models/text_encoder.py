@@ -9,11 +9,13 @@ import dataclasses
 import keras
 from keras import ops
 
-from sdlib import layers as L
+from sdlib.config import Config
+from sdlib.models import layers as L
+from sdlib.models.base import ConfiguredModel
 
 
 @dataclasses.dataclass(frozen=True)
-class TextEncoderConfig:
+class TextEncoderConfig(Config):
     vocab_size: int = 49408
     hidden_size: int = 768
     intermediate_size: int = 3072
@@ -26,14 +28,12 @@ class TextEncoderConfig:
     @classmethod
     def from_diffusers(cls, config: dict) -> "TextEncoderConfig":
         """Read a transformers ``CLIPTextConfig`` dict (``text_encoder/config.json``)."""
-        names = {field.name for field in dataclasses.fields(cls)}
-        values = {key: value for key, value in config.items() if key in names}
-        if values.get("hidden_act", "quick_gelu") not in ACTIVATIONS:
+        if config.get("hidden_act", "quick_gelu") not in ACTIVATIONS:
             raise ValueError(
-                f"text encoder hidden_act {values['hidden_act']!r} is not supported; "
+                f"text encoder hidden_act {config['hidden_act']!r} is not supported; "
                 f"sdlib implements {sorted(ACTIVATIONS)}."
             )
-        return cls(**values)
+        return cls.from_dict(config)
 
 
 def quick_gelu(x):
@@ -141,12 +141,14 @@ class CLIPEncoder(keras.layers.Layer):
         return x
 
 
-class CLIPTextEncoder(keras.Model):
+@keras.saving.register_keras_serializable(package="sdlib")
+class CLIPTextEncoder(ConfiguredModel):
     """Token ids (B, T) int -> last hidden state (B, T, hidden_size)."""
 
+    config_class = TextEncoderConfig
+
     def __init__(self, config: TextEncoderConfig, **kwargs):
-        super().__init__(**kwargs)
-        self.config = config
+        super().__init__(config, **kwargs)
         dtype = self.dtype_policy
         # === Layers ===
         self.embeddings = CLIPEmbeddings(config, dtype=dtype)
@@ -167,6 +169,3 @@ class CLIPTextEncoder(keras.Model):
     def build_weights(self):
         self.build((None, self.config.max_position_embeddings))
         return self
-
-    def get_config(self):
-        return {"config": dataclasses.asdict(self.config), "name": self.name}

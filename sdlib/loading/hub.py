@@ -6,7 +6,6 @@ Nothing here runs for a local path; tests never reach it with a repo id.
 import os
 import re
 
-SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 LICENSE_NOTICE = (
     "Stable Diffusion v1 weights are licensed under the CreativeML OpenRAIL-M license "
     "(https://huggingface.co/spaces/CompVis/stable-diffusion-license): by using them you accept its "

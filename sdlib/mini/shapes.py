@@ -2,7 +2,7 @@
 
 Each 64x64 RGB image holds one object described by five attributes (shape, color, size, position,
 background), so prompt adherence can be measured exactly, as in GenEval (Ghosh et al. 2023, Sec. 3),
-with `sdlib.judge` in place of an object detector. A few (color, shape) pairs are held out of
+with `sdlib.mini.judge` in place of an object detector. A few (color, shape) pairs are held out of
 training to test compositional generalisation.
 
     canonical:  "a small red circle in the top left on a black background"

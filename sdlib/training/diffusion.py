@@ -1,59 +1,18 @@
-"""Training Stable Diffusion in miniature on the procedural shapes (Rombach et al. 2022, sec. 3-4).
+"""Training a latent diffusion model: text encoder and UNet on a frozen autoencoder's latents
+(Rombach et al. 2022, sec. 3-4), any model, any data.
 
-Two stages, as in latent diffusion: first the autoencoder (images <-> latents), then the text encoder and
-the UNet together on the frozen autoencoder's latents, with the epsilon-prediction loss of DDPM
-(Ho et al. 2020, eq. 14) and caption dropout for classifier-free guidance (Ho & Salimans 2022).
-Everything is ``model.fit``, so it runs on any Keras backend.
+The loss is DDPM's (Ho et al. 2020, eq. 14) on the epsilon or the v target (Salimans & Ho 2022), with
+caption dropout for classifier-free guidance (Ho & Salimans 2022). Everything is ``model.fit``, so it
+runs on any Keras backend.
 """
 
-import math
 import time
 
 import keras
 import numpy as np
-from keras import ops
 
-from sdlib import checkpoint, shapes
-from sdlib.schedulers import alphas_cumprod
-
-
-def background_weights(images, object_weight=5.0, threshold=24):
-    """Per-pixel loss weights (N, 64, 64, 1): object pixels count ``object_weight`` times more.
-
-    Plain MSE is dominated by the background, which leaves small squares and triangles rounded.
-    The background colour is the median of the border pixels.
-    """
-    border = np.concatenate([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1)
-    background = np.median(border, axis=1)[:, None, None, :]  # (N, 1, 1, 3)
-    mask = np.abs(images.astype(np.int16) - background).max(axis=-1, keepdims=True) > threshold
-    return (1.0 + (object_weight - 1.0) * mask).astype(np.float32)
-
-
-class AutoencoderTrainer(keras.Model):
-    """Wraps the VAE for ``fit``: reconstruct, weighted L1 + MSE, plus a tiny KL term."""
-
-    def __init__(self, vae, kl_weight=1e-6, **kwargs):
-        super().__init__(**kwargs)
-        self.vae = vae
-        self.kl_weight = kl_weight
-        self.seed = keras.random.SeedGenerator(0)
-
-    def call(self, images, training=False):
-        mean, logvar = self.vae.encode(images)
-        if training:
-            latent = mean + ops.exp(0.5 * logvar) * keras.random.normal(ops.shape(mean), seed=self.seed)
-            kl = 0.5 * ops.mean(ops.sum(mean**2 + ops.exp(logvar) - 1.0 - logvar, axis=(1, 2, 3)))
-            self.add_loss(self.kl_weight * kl)
-        else:
-            latent = mean
-        return self.vae.decode(latent)
-
-
-def weighted_reconstruction_loss(y_true, y_pred):
-    """``y_true`` packs the target image (3 channels) and the pixel weight (1 channel)."""
-    target, weight = y_true[..., :3], y_true[..., 3:]
-    difference = y_pred - target
-    return ops.mean(weight * (ops.abs(difference) + difference**2))
+from sdlib.loading.build import build_models
+from sdlib.sampling.schedule import add_noise, alphas_cumprod
 
 
 class DiffusionTrainer(keras.Model):
@@ -99,7 +58,7 @@ class NoisedLatents(keras.utils.PyDataset):
         noise = rng.standard_normal(x0.shape, dtype=np.float32)
         timesteps = rng.integers(0, len(self.alphas_bar), self.batch_size)
         alpha_bar = self.alphas_bar[timesteps][:, None, None, None]
-        noisy = np.sqrt(alpha_bar) * x0 + np.sqrt(1.0 - alpha_bar) * noise  # q(x_t | x_0), eq. 4
+        noisy = add_noise(x0, noise, alpha_bar)  # q(x_t | x_0), eq. 4
         ids = self.token_ids[rows].copy()
         ids[rng.random(self.batch_size) < self.caption_dropout] = self.empty_ids
         inputs = {"noisy_latents": noisy.astype(np.float32), "timesteps": timesteps.astype(np.int32),
@@ -130,22 +89,9 @@ def cosine_schedule(peak, steps, warmup):
         0.0, decay_steps=max(steps - warmup, 1), warmup_target=peak, warmup_steps=warmup, alpha=0.05)
 
 
-def train_autoencoder(vae, images, steps, batch_size=32, learning_rate=1e-3, seed=0, log_every=200):
-    """Fit the VAE on uint8 images (N, 64, 64, 3)."""
-    keras.utils.set_random_seed(seed)
-    trainer = AutoencoderTrainer(vae)
-    x = images.astype(np.float32) / 127.5 - 1.0
-    targets = np.concatenate([x, background_weights(images)], axis=-1)
-    trainer.compile(optimizer=keras.optimizers.AdamW(cosine_schedule(learning_rate, steps, 100),
-                                                     weight_decay=1e-4, global_clipnorm=1.0),
-                    loss=weighted_reconstruction_loss, jit_compile=True)
-    epochs = math.ceil(steps * batch_size / len(x))
-    trainer.fit(x, targets, batch_size=batch_size, epochs=epochs, steps_per_epoch=None, verbose=0,
-                callbacks=[PrintEvery(log_every, "autoencoder"), _StopAfter(steps)], shuffle=True)
-    return vae
+class StopAfter(keras.callbacks.Callback):
+    """Stop ``fit`` after ``steps`` batches (``fit`` itself counts whole epochs)."""
 
-
-class _StopAfter(keras.callbacks.Callback):
     def __init__(self, steps):
         super().__init__()
         self.steps, self.done = steps, 0
@@ -154,15 +100,6 @@ class _StopAfter(keras.callbacks.Callback):
         self.done += 1
         if self.done >= self.steps:
             self.model.stop_training = True
-
-
-def encode_latents(vae, images, batch_size=256):
-    """Latent means (N, 8, 8, C) of uint8 images, unscaled."""
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].astype(np.float32) / 127.5 - 1.0
-        out.append(keras.ops.convert_to_numpy(vae.encode(x)[0]))
-    return np.concatenate(out)
 
 
 def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler_config, steps,
@@ -188,12 +125,5 @@ def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler
 def build_untrained(configs, seed=0):
     """Freshly initialised (seeded) text encoder, UNet and VAE."""
     keras.utils.set_random_seed(seed)
-    models = checkpoint.build_models(configs, fast=False)
+    models = build_models(configs, zero_weights=False)
     return models["text_encoder"], models["unet"], models["vae"]
-
-
-def training_set(num_images, seed, tokenizer):
-    """Images, their varied captions as token ids, and the ids of the empty prompt."""
-    images, captions, _ = shapes.make_dataset(num_images, seed=seed, include_held_out=False,
-                                              varied=True)
-    return images, tokenizer(captions), tokenizer([""])[0]

@@ -1,0 +1,87 @@
+"""The results archive: JSON records that the benchmark scripts write and chapter 6 tabulates.
+
+Each record carries its device, versions, date and command. They are package data (``RESULTS``,
+~40 KB), so a chapter finds them wherever sdlib is installed: in a checkout, in CI's copy of the
+notebooks, in Colab. ``benchmarks/bench_modes.py`` writes ``modes-*.json``, ``bench_peers.py``
+``peers-*.json`` and ``speed_quality.py`` ``speed-quality-*.json``.
+"""
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def records(kind, folder=RESULTS):
+    """Every archived record of ``kind`` ("modes", "peers", "speed-quality"), oldest first; each
+    dict gains ``"path"``, the file it came from."""
+    found = [{**json.loads(path.read_text()), "path": str(path)}
+             for path in Path(folder).glob(f"{kind}-*.json")]
+    return sorted(found, key=lambda record: (record.get("date", ""), record["path"]))
+
+
+def write(record, name, folder=RESULTS):
+    """Write ``record`` as ``folder/name``; an existing archive is never replaced (a time suffix
+    makes the name new). Returns the path written."""
+    out = Path(folder) / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        out = out.with_name(f"{out.stem}-{record['date'][11:19].replace(':', '')}{out.suffix}")
+    out.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    return out
+
+
+# === Tables of peer runs (benchmarks/bench_peers.py) ===
+def gflops(row, flops):
+    """Counted GFLOP per call (``flops``: "component@latent side" -> GFLOP, as a record stores them)
+    over the row's warm median; None where the work was not counted (whole pipelines)."""
+    key = "text@None" if row["component"] == "text" else f"{row['component']}@{row['size'] // 8}"
+    if key not in flops or "median_s" not in row:
+        return None
+    return flops[key] / row["median_s"]
+
+
+def mode_label(row):
+    """The mode, and for pipeline rows the sampler, steps and images (keras-cv: its DDIM)."""
+    if row["component"] != "pipeline":
+        return row["mode"]
+    keras_cv = row["library"] == "keras-cv"
+    sampler = "ddim" if keras_cv else row["sampler"]
+    steps = row.get("kerascv_steps", row["steps"]) if keras_cv else row["steps"]
+    return f"{row['mode']}, {sampler} {steps} steps x {row.get('batch_size', 1)}"
+
+
+def format_peers_table(rows, peaks, flops):
+    """Markdown: per component, each row's warm median, cold start, ratio to the best peer row."""
+    lines = ["| component | library | mode | warm median s | first call s | cold s | vs best peer |"
+             " GFLOP/s | % of peak | peak RSS MiB |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    peak32 = max((p.get("float32", 0) for p in peaks.values()), default=0)  # xla_* rows: not peaks
+    peak16 = max((p.get("bfloat16", 0) for p in peaks.values()), default=0)
+    for component in dict.fromkeys(row["component"] for row in rows):
+        group = [row for row in rows if row["component"] == component]
+        peer_times = [row["median_s"] for row in group
+                      if row["library"] != "sdlib" and "median_s" in row]
+        best_peer = min(peer_times) if peer_times else None
+        for row in group:
+            if "error" in row:
+                lines.append(f"| {component} | {row['library']} | {row['mode']} | failed: "
+                             f"{row['error'].strip().splitlines()[-1][:80]} | | | | | | |")
+                continue
+            cold = row["import_s"] + row["build_s"] + row["first_s"]
+            ratio = f"{row['median_s'] / best_peer:.2f}x" if best_peer else "-"
+            rate = gflops(row, flops)
+            half = "mixed" in row["mode"].lower() or "bfloat16" in row["mode"]
+            peak = peak16 if half else peak32
+            share = f"{100 * rate / peak:.0f}%" if rate and peak else "-"
+            lines.append(f"| {component} | {row['library']} | {mode_label(row)} | "
+                         f"{row['median_s']:.3f} | {row['first_s']:.2f} | {cold:.1f} | {ratio} | "
+                         f"{f'{rate:.0f}' if rate else '-'} | {share} | {row['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def peers_heading(record):
+    """One line: image size, device, date and the libraries' versions of a peer run."""
+    versions = {row["library"]: row.get("library_version") for row in record["rows"]
+                if "error" not in row}
+    return (f"{record['size']}x{record['size']}; {record['device']}; {record['date'][:10]}; "
+            + ", ".join(f"{name} {version}" for name, version in versions.items()))

@@ -1,0 +1,111 @@
+"""Models from configs, and :class:`Components`, the one value every loader returns.
+
+A loader builds the three models with zero weights (creating 1.07 B random numbers would cost
+~15-20 s on a 2-core CPU, and the checkpoint's values replace them anyway), then assigns the file's
+tensors. Random weights (the ``tiny`` preset, ``load_weights=False``) are zeros and then seeded values,
+the same on every backend.
+"""
+
+import contextlib
+import dataclasses
+
+import numpy as np
+
+from sdlib.errors import CheckpointError
+from sdlib.models import layers as L
+from sdlib.models.text_encoder import CLIPTextEncoder
+from sdlib.models.unet import UNet
+from sdlib.models.vae import AutoencoderKL
+from sdlib.sampling.schedule import SchedulerConfig
+from sdlib.tokenizer import CLIPTokenizer
+
+MODEL_NAMES = ("text_encoder", "unet", "vae")
+
+
+@dataclasses.dataclass
+class Components:
+    """What a Stable Diffusion pipeline is made of: ``StableDiffusion(components, ...)``.
+
+    ``dataclasses.replace(pipe.components, unet=other_unet)`` makes a pipeline with one part swapped.
+    """
+
+    text_encoder: CLIPTextEncoder
+    unet: UNet
+    vae: AutoencoderKL
+    tokenizer: CLIPTokenizer
+    scheduler_config: SchedulerConfig
+
+    @property
+    def models(self) -> dict:
+        return {name: getattr(self, name) for name in MODEL_NAMES}
+
+
+def vae_dtype(dtype):
+    """The VAE overflows in float16 (activations pass 65504 at 512x512): it stays float32 then."""
+    return "float32" if dtype in ("float16", "mixed_float16") else dtype
+
+
+def build_models(configs, dtype="float32", zero_weights=True, with_weights=MODEL_NAMES):
+    """The text encoder, UNet and VAE of ``configs`` (a dict with those keys), as a dict.
+
+    ``dtype``: a Keras dtype policy name ("float32", "mixed_bfloat16", "bfloat16", ...; see
+    ``sdlib.device`` for what "auto" resolves to). ``zero_weights``: zeros, ready for a checkpoint's
+    values; else Keras' random initialisers (seed them with ``keras.utils.set_random_seed``).
+    ``with_weights``: the models whose weights are created now; the others create theirs on their
+    first call (a benchmark of one component builds only that one).
+    """
+    if dtype == "auto":
+        raise ValueError('build_models needs a dtype policy; resolve "auto" first with '
+                         "sdlib.device.resolve_mode.")
+    check_unet_context(configs)
+    with L.fast_init() if zero_weights else contextlib.nullcontext():
+        models = {"text_encoder": CLIPTextEncoder(configs["text_encoder"], dtype=dtype),
+                  "unet": UNet(configs["unet"], dtype=dtype),
+                  "vae": AutoencoderKL(configs["vae"], dtype=vae_dtype(dtype))}
+        for name in with_weights:
+            if name == "unet":
+                models[name].build_weights(configs["text_encoder"].max_position_embeddings)
+            else:
+                models[name].build_weights()
+    return models
+
+
+def check_unet_context(configs):
+    unet_dim = configs["unet"].cross_attention_dim
+    text_dim = configs["text_encoder"].hidden_size
+    if unet_dim != text_dim:
+        raise CheckpointError(f"The UNet attends to {unet_dim}-wide text encodings but the text "
+                              f"encoder makes {text_dim}-wide ones: the components do not belong "
+                              "together.")
+
+
+def default_tokenizer(text_config):
+    """CLIP's tokenizer (the vocabulary shipped with sdlib), padded to the text encoder's positions."""
+    return CLIPTokenizer.from_default(max_length=text_config.max_position_embeddings)
+
+
+def randomize(model, seed):
+    """Seeded random weights, identical on every backend: N(0, 1/fan_in) kernels, norms near 1."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        name = variable.path.rsplit("/", 1)[-1]
+        if name == "gamma":
+            value = 1.0 + 0.1 * rng.standard_normal(shape)
+        elif name in ("beta", "bias"):
+            value = 0.02 * rng.standard_normal(shape)
+        else:
+            fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+            scale = 0.5 if name == "embeddings" else 1.0 / np.sqrt(max(fan_in, 1))
+            value = scale * rng.standard_normal(shape)
+        variable.assign(value.astype(variable.dtype))
+
+
+def random_components(configs, dtype="float32", with_weights=MODEL_NAMES):
+    """Components with seeded random weights (model i of ``MODEL_NAMES`` gets seed i), for tests,
+    CI and benchmarks; ``with_weights`` as in :func:`build_models`."""
+    models = build_models(configs, dtype=dtype, with_weights=with_weights)
+    for name in with_weights:
+        randomize(models[name], seed=MODEL_NAMES.index(name))
+    return Components(**models, tokenizer=default_tokenizer(configs["text_encoder"]),
+                      scheduler_config=configs["scheduler"])

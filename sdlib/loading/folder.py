@@ -1,0 +1,94 @@
+"""Reading a diffusers folder: ``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``,
+``tokenizer/``, ``scheduler/`` (the layout ``StableDiffusionPipeline.save_pretrained`` writes)."""
+
+import os
+
+from sdlib.config import read_json
+from sdlib.errors import CheckpointError
+from sdlib.loading.build import MODEL_NAMES, Components, build_models, default_tokenizer
+from sdlib.loading.safetensors import read_weights, refuse_pickle
+from sdlib.loading.state_dict import load_state_dict, strip_text_model_prefix
+from sdlib.models.text_encoder import TextEncoderConfig
+from sdlib.models.unet import UNetConfig
+from sdlib.models.vae import VAEConfig
+from sdlib.sampling.schedule import SchedulerConfig
+from sdlib.tokenizer import CLIPTokenizer
+
+WEIGHT_FILES = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
+                "text_encoder": "model"}
+SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
+                       "StableDiffusionInpaintPipeline")
+
+
+def check_pipeline_family(folder):
+    """Refuse folders of other model families, saying which one it looks like."""
+    index = read_json(os.path.join(folder, "model_index.json"), "model_index.json", optional=True)
+    name = index.get("_class_name", "")
+    if "text_encoder_2" in index or "XL" in name:
+        raise CheckpointError(f"{folder} is an SDXL pipeline ({name}); sdlib runs Stable Diffusion "
+                              "v1 (and v2) only.")
+    if "transformer" in index or "StableDiffusion3" in name:
+        raise CheckpointError(f"{folder} looks like a diffusion-transformer pipeline ({name}, e.g. "
+                              "SD3/Flux); sdlib runs UNet-based Stable Diffusion v1 (and v2) only.")
+    if name and name not in SUPPORTED_PIPELINES:
+        raise CheckpointError(f"{folder} holds a {name}; sdlib loads StableDiffusionPipeline "
+                              "folders.")
+
+
+def read_folder_configs(folder):
+    """The three model configs and the scheduler config of a diffusers folder."""
+    check_pipeline_family(folder)
+
+    def config(component, file_name="config.json"):
+        return read_json(os.path.join(folder, component, file_name), f"{component}/{file_name}")
+
+    return {
+        "text_encoder": TextEncoderConfig.from_diffusers(config("text_encoder")),
+        "unet": UNetConfig.from_diffusers(config("unet")),
+        "vae": VAEConfig.from_diffusers(config("vae")),
+        "scheduler": SchedulerConfig.from_diffusers(config("scheduler", "scheduler_config.json")),
+    }
+
+
+def weights_path(folder, component, variant):
+    """The component's safetensors file (``variant`` first), or a clear error."""
+    subfolder = os.path.join(folder, component)
+    if not os.path.isdir(subfolder):
+        raise CheckpointError(f"{folder} has no {component}/ folder; a diffusers Stable Diffusion "
+                              f"folder needs {', '.join(MODEL_NAMES)}, tokenizer and scheduler.")
+    stem = WEIGHT_FILES[component]
+    names = [f"{stem}.{variant}.safetensors"] if variant else []
+    names += [f"{stem}.safetensors", f"{stem}.fp16.safetensors", f"{stem}.bf16.safetensors"]
+    for name in names:
+        candidate = os.path.join(subfolder, name)
+        if os.path.isfile(candidate) or os.path.isfile(candidate + ".index.json"):
+            return candidate
+    pickles = [name for name in sorted(os.listdir(subfolder)) if name.endswith((".bin", ".ckpt"))]
+    if pickles:
+        refuse_pickle(os.path.join(subfolder, pickles[0]))
+    wanted = names[0]
+    raise CheckpointError(f"{subfolder} holds no {wanted} (found: {sorted(os.listdir(subfolder))}).")
+
+
+def folder_tokenizer(folder, text_config):
+    """The folder's own ``tokenizer/`` when it has one, else CLIP's shipped vocabulary."""
+    tokenizer_dir = os.path.join(folder, "tokenizer")
+    if not os.path.isdir(tokenizer_dir):
+        return default_tokenizer(text_config)
+    tokenizer = CLIPTokenizer.from_folder(tokenizer_dir)
+    # An unset model_max_length is saved as a huge number; the position table bounds it.
+    tokenizer.max_length = min(tokenizer.max_length, text_config.max_position_embeddings)
+    return tokenizer
+
+
+def load_folder(folder, configs, dtype="float32", variant=None):
+    """Components of a diffusers folder, built from ``configs`` (``read_folder_configs``)."""
+    models = build_models(configs, dtype=dtype)
+    for component in MODEL_NAMES:
+        path = weights_path(folder, component, variant)
+        state = read_weights(path)
+        if component == "text_encoder":
+            state = strip_text_model_prefix(state)
+        load_state_dict(models[component], state, component, source=path)
+    return Components(**models, tokenizer=folder_tokenizer(folder, configs["text_encoder"]),
+                      scheduler_config=configs["scheduler"])

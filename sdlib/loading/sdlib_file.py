@@ -1,0 +1,60 @@
+"""sdlib's own single-file format, used for the shipped models (mini-shapes).
+
+One safetensors file: ``<component>.<diffusers name>`` keys in PyTorch layout (so the strict loader
+reads them as it reads a diffusers folder), and the configs as JSON in the header's metadata, so the
+file alone says what architecture to build.
+"""
+
+import json
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from sdlib.errors import CheckpointError
+from sdlib.loading.build import MODEL_NAMES, Components, build_models, default_tokenizer
+from sdlib.loading.safetensors import read_metadata, read_safetensors
+from sdlib.loading.state_dict import keras_weight_map, load_state_dict, to_torch_layout
+from sdlib.models.text_encoder import TextEncoderConfig
+from sdlib.models.unet import UNetConfig
+from sdlib.models.vae import VAEConfig
+from sdlib.sampling.schedule import SchedulerConfig
+
+FORMAT = "sdlib/1"
+CONFIG_CLASSES = {"text_encoder": TextEncoderConfig, "unet": UNetConfig, "vae": VAEConfig,
+                  "scheduler": SchedulerConfig}
+
+
+def is_sdlib_file(metadata):
+    return metadata.get("format") == FORMAT
+
+
+def save_sdlib_file(models, configs, path, dtype="float16"):
+    """Write text encoder, UNet and VAE weights plus their configs to one safetensors file."""
+    tensors = {}
+    for component in MODEL_NAMES:
+        for name, (variable, layout) in keras_weight_map(models[component]).items():
+            array = to_torch_layout(np.asarray(variable.numpy(), dtype=np.float32), layout)
+            tensors[f"{component}.{name}"] = np.ascontiguousarray(array.astype(dtype))
+    metadata = {"format": FORMAT,
+                "configs": json.dumps({key: value.to_dict() for key, value in configs.items()})}
+    save_file(tensors, path, metadata=metadata)
+
+
+def read_sdlib_configs(path):
+    metadata = read_metadata(path)
+    if not is_sdlib_file(metadata):
+        raise CheckpointError(f"{path} is not an sdlib model file (no '{FORMAT}' format metadata).")
+    raw = json.loads(metadata["configs"])
+    return {name: cls.from_dict(raw[name]) for name, cls in CONFIG_CLASSES.items()}
+
+
+def load_sdlib_file(path, configs, dtype="float32"):
+    """Components of an sdlib file, built from ``configs`` (``read_sdlib_configs``)."""
+    state = read_safetensors(path)
+    models = build_models(configs, dtype=dtype)
+    for component in MODEL_NAMES:
+        prefix = component + "."
+        part = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+        load_state_dict(models[component], part, component, source=path)
+    return Components(**models, tokenizer=default_tokenizer(configs["text_encoder"]),
+                      scheduler_config=configs["scheduler"])

@@ -1,0 +1,73 @@
+"""The results archive: records are found wherever sdlib is installed, never overwritten, and their
+peer tables give GFLOP/s, ratios to the best peer and failed rows."""
+
+import json
+
+import pytest
+
+from sdlib.book import archive
+
+FLOPS = {"text@None": 26.6, "unet@32": 360.2, "unet@64": 1606.5, "vae@32": 622.2, "vae@64": 2514.5}
+
+
+def row(library, mode, median, component="unet", size=512):
+    return {"library": library, "mode": mode, "component": component, "size": size,
+            "median_s": median, "first_s": 2 * median, "import_s": 1.0, "build_s": 3.0,
+            "peak_rss_mb": 1000.0}
+
+
+def test_gflops_uses_the_counted_flops():
+    assert archive.gflops(row("sdlib", "XLA", 2.0), FLOPS) == pytest.approx(1606.5 / 2.0)
+    vae = row("sdlib", "XLA", 1.0, component="vae", size=256)
+    assert archive.gflops(vae, FLOPS) == pytest.approx(622.2)
+    assert archive.gflops(row("sdlib", "XLA", 1.0, component="pipeline"), FLOPS) is None
+
+
+def test_table_ratios_are_to_the_best_peer_and_failures_are_shown():
+    rows = [row("sdlib", "Mixed precision", 4.0), row("keras-cv", "Mixed precision", 6.0),
+            row("diffusers", "eager bfloat16", 5.0),
+            {"library": "keras-cv", "mode": "XLA", "component": "unet", "size": 512,
+             "error": "Traceback ...\nModuleNotFoundError: No module named 'keras_cv'"}]
+    table = archive.format_peers_table(rows, {"tensorflow": {"float32": 200.0, "bfloat16": 400.0}},
+                                       FLOPS)
+    lines = table.splitlines()
+    assert "| unet | sdlib | Mixed precision | 4.000 |" in lines[2]
+    assert "0.80x" in lines[2]  # 4.0 / best peer 5.0
+    assert "1.00x" in lines[4]
+    assert f"{1606.5 / 4.0:.0f} | {100 * 1606.5 / 4.0 / 400:.0f}%" in lines[2]  # bf16 peak for mixed
+    assert "failed: ModuleNotFoundError: No module named 'keras_cv'" in lines[5]
+
+
+def test_pipeline_rows_name_their_sampler_and_steps():
+    sdlib_row = {**row("sdlib", "Mixed precision", 30.0, component="pipeline"), "sampler": "dpmpp_2m",
+                 "steps": 15, "kerascv_steps": 50, "batch_size": 1}
+    kerascv_row = {**sdlib_row, "library": "keras-cv", "mode": "Standard"}
+    assert archive.mode_label(sdlib_row) == "Mixed precision, dpmpp_2m 15 steps x 1"
+    assert archive.mode_label(kerascv_row) == "Standard, ddim 50 steps x 1"  # keras-cv: its DDIM only
+
+
+def test_the_archive_ships_with_the_package_and_every_record_has_its_provenance():
+    assert archive.RESULTS.is_dir()
+    peers = archive.records("peers")
+    assert peers, "the archived peer runs are package data"
+    for record in peers + archive.records("speed-quality"):
+        assert {"date", "device", "command", "rows"} <= set(record)
+        assert record["path"].startswith(str(archive.RESULTS))
+
+
+def test_every_archived_peer_run_formats_as_a_table():
+    for record in archive.records("peers"):
+        table = archive.format_peers_table(record["rows"], record["peaks_gflops"],
+                                           record["flops_gflop"])
+        assert len(table.splitlines()) == 2 + len(record["rows"])
+        assert str(record["size"]) in archive.peers_heading(record)
+
+
+def test_write_never_replaces_an_archive(tmp_path):
+    record = {"date": "2026-12-01T10:20:30+00:00", "rows": []}
+    first = archive.write(record, "modes-x.json", tmp_path)
+    second = archive.write({**record, "date": "2026-12-01T10:20:31+00:00", "rows": [1]},
+                           "modes-x.json", tmp_path)
+    assert first.name == "modes-x.json" and second.name == "modes-x-102031.json"
+    assert json.loads(first.read_text())["rows"] == []
+    assert [r["rows"] for r in archive.records("modes", tmp_path)] == [[], [1]]
