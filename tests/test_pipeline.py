@@ -1,9 +1,14 @@
 """The pipeline on the tiny preset: shapes, determinism, batching, callbacks, compilation."""
 
+import dataclasses
+
+import keras
 import numpy as np
 import pytest
 
 import sdlib
+from sdlib import presets
+from sdlib.loading.build import random_components
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +95,39 @@ def test_compiled_loop_matches_the_stepped_loop_and_is_traced_once():
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     assert looped.trace_counts["loop"] == 1
     assert looped.trace_counts["step"] == 0
+
+
+def test_an_inpainting_unet_has_nine_input_channels_and_four_channel_latents():
+    configs = presets.tiny_configs()
+    configs["unet"] = dataclasses.replace(configs["unet"], in_channels=9)  # sd-v1-5-inpainting style
+    pipe = sdlib.StableDiffusion(random_components(configs), 64, 48, jit_compile=False)
+    assert pipe.latent_shape == (8, 6, 4)  # from the VAE, not from unet.config.in_channels
+    assert pipe.unet.config.out_channels == 4
+    with pytest.raises(ValueError, match="takes 9 input channels.*inpainting UNet"):
+        pipe.text_to_image("a", num_steps=1, verbose=False)
+
+
+def test_the_pipeline_is_built_from_components(pipe):
+    assert isinstance(pipe.components, sdlib.Components)
+    assert pipe.components.unet is pipe.unet and pipe.tokenizer is pipe.components.tokenizer
+    with pytest.raises(TypeError, match="takes a sdlib.Components"):
+        sdlib.StableDiffusion(pipe.text_encoder, 64, 48)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "euler"])
+def test_denoising_from_a_start_step_continues_the_full_run(pipe, sampler):
+    """A run started at step k from the latent a full run had after step k - 1 ends where the full
+    run ends: what image-to-image needs (it starts later from a noised image)."""
+    contexts = pipe._paired_contexts(pipe.encode_text("a red circle"), None, None, 1)  # (2, 77, D)
+    seen = []
+    chosen = pipe._samplers[sampler]
+    full_plan = chosen.plan(6)
+    start = pipe._initial_latents(1, 0, None) * np.float32(full_plan.init_noise_sigma)
+    full = pipe.denoise(start, contexts, full_plan, 7.5, callback=seen.append, verbose=False)
+    before = dict(pipe.trace_counts)
+    for start_step in (1, 3, 5):
+        resumed = pipe.denoise(seen[start_step - 1]["latents"], contexts,
+                               chosen.plan(6, start_step=start_step), 7.5, verbose=False)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(resumed),
+                                   keras.ops.convert_to_numpy(full), rtol=1e-5, atol=1e-5)
+    assert pipe.trace_counts == before  # another start step reuses the compiled step

@@ -88,3 +88,31 @@ def test_zero_terminal_snr_v_prediction_matches_diffusers(name, steps, fixtures_
     assert worst < 1e-5, f"{key}: {worst:.2e}"
     PARITY_LINES.append(f"[{keras.backend.backend()}] zero-SNR v-prediction {name}, {steps} steps: "
                         f"max relative error {worst:.1e} (tolerance 1e-05)")
+
+
+@pytest.mark.parametrize("name", ["ddim", "euler", "dpmpp_2m"])
+def test_a_plan_from_a_start_step_is_the_tail_of_the_full_plan(name, config):
+    sampler = make_sampler(name, config)
+    full = sampler.plan(10)
+    for start in (1, 4, 9):
+        tail = sampler.plan(10, start_step=start)
+        np.testing.assert_array_equal(tail.timesteps, full.timesteps[start:])
+        assert tail.init_noise_sigma == full.init_noise_sigma and tail.family == full.family
+        if name != "dpmpp_2m":
+            np.testing.assert_array_equal(tail.coefficients, full.coefficients[start:])
+            continue
+        # DPM-Solver++ starts its history with the first step that runs: first order there (no
+        # x0_previous term; B + C of the second-order row), the same rows after it.
+        first, rest = tail.coefficients[0], tail.coefficients[1:]
+        assert first[5] == 0.0
+        np.testing.assert_allclose(first[4], full.coefficients[start, 4] + full.coefficients[start, 5],
+                                   rtol=1e-6)
+        np.testing.assert_array_equal(first[:4], full.coefficients[start, :4])
+        np.testing.assert_array_equal(rest, full.coefficients[start + 1:])
+
+
+@pytest.mark.parametrize("start_step", [-1, 10, 11])
+def test_a_start_step_must_leave_a_step_to_run(start_step, config):
+    for name in ("ddim", "euler", "dpmpp_2m"):
+        with pytest.raises(ValueError, match="leaves no step to run out of 10"):
+            make_sampler(name, config).plan(10, start_step=start_step)
