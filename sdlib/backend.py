@@ -2,7 +2,7 @@
 
 TensorFlow: ``tf.function`` (with XLA when ``jit_compile``). JAX: ``jax.jit`` of a stateless version that
 takes the weights as arguments, so 1 B parameters are not baked into the program as constants. torch:
-eager under ``no_grad``. Every compiled function counts its traces, so tests can prove that changing a
+eager under ``no_grad`` (``jit_compile`` has no effect). Every compiled function counts its traces, so tests can prove that changing a
 prompt, seed, guidance scale or step count does not recompile.
 """
 
@@ -52,8 +52,17 @@ class CompiledFunction:
         else:
             import torch
 
+            # Eager: nothing is traced. A first call with new input shapes or dtypes (what would
+            # make TensorFlow or JAX trace again) counts as a trace: trace_count means the same.
+            signatures = set()
+
             def eager(*args):
+                signature = tuple((tuple(getattr(arg, "shape", ())),
+                                   str(getattr(arg, "dtype", type(arg)))) for arg in args)
                 with torch.no_grad():
+                    if signature in signatures:
+                        return fn(*args)
+                    signatures.add(signature)
                     return traced(*args)
 
             self._call = eager

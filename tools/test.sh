@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the README: install, lint, unit + parity tests on TensorFlow, the parity tests
-# again on JAX, then every notebook (CI-sized) and the book built from those executed copies.
+# again on JAX and (where torch is installed: CI installs its CPU build) on torch, then every notebook
+# (CI-sized) and the book built from those executed copies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,15 @@ KERAS_BACKEND=tensorflow python -m pytest -q -rs --durations=10
 
 echo "== parity tests (JAX backend)"
 KERAS_BACKEND=jax python -m pytest -q -rs tests/test_parity.py tests/test_samplers.py
+
+if python -c "import torch" 2>/dev/null; then
+  echo "== parity tests (torch backend)"
+  KERAS_BACKEND=torch python -m pytest -q -rs tests/test_parity.py tests/test_samplers.py \
+    tests/test_layers.py tests/test_pipeline.py
+else
+  echo "== parity tests (torch backend): torch is not installed here, so they do not run;"
+  echo "   'pip install torch' (CPU build: --index-url https://download.pytorch.org/whl/cpu) adds them"
+fi
 
 if [ -d notebooks ] && ls notebooks/*.ipynb >/dev/null 2>&1; then
   echo "== notebooks and book (CI-sized)"

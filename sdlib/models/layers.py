@@ -145,7 +145,10 @@ def named_leaf_layers(layer, prefix=""):
     if isinstance(layer, LEAF_TYPES):
         yield prefix, layer
         return
-    for attr, value in vars(layer).items():
+    # On the torch backend a Layer is a torch.nn.Module, which keeps sub-layers (not lists) in
+    # ``_modules`` rather than in the instance dict.
+    attributes = {**vars(layer), **vars(layer).get("_modules", {})}
+    for attr, value in attributes.items():
         if attr.startswith("_"):
             continue
         name = f"{prefix}.{attr}" if prefix else attr
@@ -249,7 +252,8 @@ def gelu(x):
 
     Written out with ``ops.erf``: TensorFlow's own exact GELU runs ~2.5x slower in bfloat16 on CPU.
     """
-    return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
+    # ops.multiply, not `*`: on torch a numpy array cannot stand left of a torch tensor.
+    return ops.multiply(0.5 * x, 1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
 
 
 def multi_head_attention(query, key, value, num_heads, is_causal=False):

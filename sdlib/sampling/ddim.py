@@ -67,14 +67,17 @@ class DDIMScheduler:
         beta_t = 1.0 - alpha_t
         # 1. predict the clean sample x_0 and the noise (eq. 12, "predicted x_0")
         if config.prediction_type == "epsilon":
-            pred_original = (sample - ops.sqrt(beta_t) * model_output) / ops.sqrt(alpha_t)
+            # ops.subtract, not `-`: on torch a numpy array cannot stand left of a torch tensor.
+            noise_part = ops.sqrt(beta_t) * model_output
+            pred_original = ops.subtract(sample, noise_part) / ops.sqrt(alpha_t)
             pred_epsilon = model_output
         elif config.prediction_type == "v_prediction":  # Salimans & Ho 2022, sec. 4
             pred_original = ops.sqrt(alpha_t) * sample - ops.sqrt(beta_t) * model_output
             pred_epsilon = ops.sqrt(alpha_t) * model_output + ops.sqrt(beta_t) * sample
         else:
             pred_original = model_output
-            pred_epsilon = (sample - ops.sqrt(alpha_t) * pred_original) / ops.sqrt(beta_t)
+            signal_part = ops.sqrt(alpha_t) * pred_original
+            pred_epsilon = ops.subtract(sample, signal_part) / ops.sqrt(beta_t)
         # 2. optionally clip x_0 (the noise estimate stays unclipped, as in diffusers' default)
         if config.clip_sample:
             bound = config.clip_sample_range
