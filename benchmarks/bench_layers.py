@@ -1,17 +1,19 @@
 """What each of sdlib's CPU optimisations buys, one building block at a time, against the Keras
-built-in it replaces: same inputs, same process, TensorFlow graph mode (``tf.function`` without XLA),
-bfloat16. Warm median of ``--repeats`` calls after two warm-ups.
+built-in it replaces: same inputs, same process, TensorFlow graph mode (``tf.function`` without
+XLA), bfloat16. Warm median of ``--repeats`` calls after two warm-ups.
 
     python benchmarks/bench_layers.py              # blocks at SD v1.5's 512x512 sizes + a UNet step
     python benchmarks/bench_layers.py --no-unet    # blocks only (seconds, not minutes)
 
-- attention: ``sdlib.models.layers.multi_head_attention`` (bfloat16 logits) vs ``keras.ops.dot_product_attention``
-  (float32 softmax), the UNet's first level at 512x512: 4096 tokens, 320 channels, 8 heads, batch 2;
+- attention: ``sdlib.models.layers.multi_head_attention`` (bfloat16 logits) vs
+  ``keras.ops.dot_product_attention`` (float32 softmax), the UNet's first level at 512x512: 4096
+  tokens, 320 channels, 8 heads, batch 2;
 - GELU: ``sdlib.models.layers.gelu`` (erf written out) vs ``keras.ops.gelu(approximate=False)``;
-- GroupNorm: ``sdlib.models.layers.GroupNorm`` (per-channel reductions) vs ``keras.layers.GroupNormalization``,
-  at the VAE decoder's largest activation and the UNet's first level;
-- 16-bit weights: the SD v1.5 UNet (random weights, batch 2, 256x256) under "mixed_bfloat16" (float32
-  weights cast on every call) vs "bfloat16" (``sdlib.device.inference_policy``).
+- GroupNorm: ``sdlib.models.layers.GroupNorm`` (per-channel reductions) vs
+  ``keras.layers.GroupNormalization``, at the VAE decoder's largest activation and the UNet's
+  first level;
+- 16-bit weights: the SD v1.5 UNet (random weights, batch 2, 256x256) under "mixed_bfloat16"
+  (float32 weights cast on every call) vs "bfloat16" (``sdlib.device.inference_policy``).
 """
 
 import argparse
@@ -49,8 +51,10 @@ def block_pairs():
     split = lambda t: ops.reshape(t, (2, tokens, heads, channels // heads))  # noqa: E731
     pairs = [("attention 2x4096x320, 8 heads",
               lambda q: L.multi_head_attention(q, q, q, heads),
-              lambda q: ops.reshape(ops.dot_product_attention(
-                  split(q), split(q), split(q), scale=(channels // heads) ** -0.5), (2, tokens, channels)),
+              lambda q: ops.reshape(
+                  ops.dot_product_attention(split(q), split(q), split(q),
+                                            scale=(channels // heads) ** -0.5),
+                  (2, tokens, channels)),
               (x,))]
     gate = random((2, tokens, 4 * channels), seed=1)
     pairs.append(("GELU 2x4096x1280", L.gelu, lambda g: ops.gelu(g, approximate=False), (gate,)))
@@ -59,13 +63,14 @@ def block_pairs():
         theirs = keras.layers.GroupNormalization(groups=32, epsilon=1e-6, dtype="bfloat16")
         ours.build(shape)
         theirs.build(shape)
-        pairs.append((f"GroupNorm {'x'.join(map(str, shape))}", ours, theirs, (random(shape, seed=2),)))
+        pairs.append((f"GroupNorm {'x'.join(map(str, shape))}", ours, theirs,
+                      (random(shape, seed=2),)))
     return pairs
 
 
 def unet_step_seconds(policies, repeats):
-    """Median UNet step per policy, calls interleaved (a, b, a, b, ...) so that drift in the machine's
-    speed during the run hits both alike."""
+    """Median UNet step per policy, calls interleaved (a, b, a, b, ...) so that drift in the
+    machine's speed during the run hits both alike."""
     import tensorflow as tf
 
     steps = []
@@ -89,7 +94,8 @@ def unet_step_seconds(policies, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-unet", action="store_true")
     args = parser.parse_args()

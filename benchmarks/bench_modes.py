@@ -1,11 +1,12 @@
-"""The original guide's table: Standard / Mixed precision / XLA / XLA + mixed precision, warm and cold.
+"""The original guide's table: Standard / Mixed precision / XLA / XLA + mixed precision,
+warm and cold.
 
-    python benchmarks/bench_modes.py --preset mini-shapes                  # 3 images x 50 steps, 64^2
+    python benchmarks/bench_modes.py --preset mini-shapes                # 3 images x 50 steps, 64^2
     python benchmarks/bench_modes.py --preset sd-v1-5 --size 512 --steps 50  # random weights (GPU)
 
-Warm: median of ``--repeats`` calls after a warm-up, all modes in this process. Cold: import + build +
-first image, each mode in a fresh Python process. Prints a markdown table and writes JSON with the
-device, versions and date to the book's results archive (``sdlib/book/results/``).
+Warm: median of ``--repeats`` calls after a warm-up, all modes in this process. Cold: import +
+build + first image, each mode in a fresh Python process. Prints a markdown table and writes JSON
+with the device, versions and date to the book's results archive (``sdlib/book/results/``).
 """
 
 import argparse
@@ -21,7 +22,8 @@ from sdlib.book import archive, bench
 
 
 def versions():
-    found = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__}
+    found = {"python": platform.python_version(), "keras": keras.__version__,
+             "numpy": np.__version__}
     for name in ("tensorflow", "jax", "torch"):
         module = sys.modules.get(name)
         if module is not None:
@@ -30,7 +32,8 @@ def versions():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--preset", default="mini-shapes")
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=3)
@@ -39,14 +42,16 @@ def main():
     parser.add_argument("--no-cold", action="store_true", help="skip the fresh-process cold starts")
     args = parser.parse_args()
 
-    load_weights = args.preset != "sd-v1-5"  # the real architecture with random weights: same compute
+    # the real architecture with random weights: same compute
+    load_weights = args.preset != "sd-v1-5"
     common = {"img_size": args.size, "batch_size": args.batch_size, "num_steps": args.steps}
     rows = []
     for mode in device.guide_modes():
         row = bench.benchmark_mode(args.preset, mode, repeats=args.repeats,
                                    load_weights=load_weights, **common)
         if not args.no_cold:
-            cold = bench.cold_start_subprocess(args.preset, mode, load_weights=load_weights, **common)
+            cold = bench.cold_start_subprocess(args.preset, mode, load_weights=load_weights,
+                                               **common)
             row.update(in_process_cold_s=row["cold_s"], cold_s=cold["cold_s"],
                        cold_import_s=cold["import_s"], cold_build_s=cold["build_s"],
                        cold_first_image_s=cold["first_image_s"])

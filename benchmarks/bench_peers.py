@@ -1,20 +1,21 @@
-"""sdlib against its peers, keras-cv and diffusers: the same work, in the same run, random weights.
+r"""sdlib against its peers, keras-cv and diffusers: the same work, in the same run, random weights.
 
     pip install -r benchmarks/requirements-peers.txt      # peers: benchmarks only, never sdlib's
     python benchmarks/bench_peers.py --size 256                         # text, UNet, VAE: all modes
     python benchmarks/bench_peers.py --size 512 --components unet vae
     python benchmarks/bench_peers.py --size 256 --components pipeline --steps 50
 
-Every row runs in a fresh Python process: import, build (random weights: compute time does not depend
-on their values), first call (tracing and compiling included), ``--warmups`` untimed calls (default 1),
-then ``--repeats`` timed calls (median, min, max). The work is Stable Diffusion v1.5 at ``--size``:
+Every row runs in a fresh Python process: import, build (random weights: compute time does not
+depend on their values), first call (tracing and compiling included), ``--warmups`` untimed calls
+(default 1), then ``--repeats`` timed calls (median, min, max). The work is Stable Diffusion v1.5
+at ``--size``:
 
 - ``text``: the text encoder on 2 x 77 tokens (a prompt and the empty prompt);
-- ``unet``: one guided denoising step, that is the UNet on a batch of 2 (keras-cv calls it twice with
-  batch 1, its own way); sdlib's row is its whole compiled step, sampler update included;
+- ``unet``: one guided denoising step, that is the UNet on a batch of 2 (keras-cv calls it twice
+  with batch 1, its own way); sdlib's row is its whole compiled step, sampler update included;
 - ``vae``: the VAE decoder on one latent;
-- ``pipeline``: ``text_to_image`` of ``--batch-size`` images (default 1) with ``--steps`` steps, each
-  library's own call (keras-cv: its DDIM loop, ``--kerascv-steps``; diffusers:
+- ``pipeline``: ``text_to_image`` of ``--batch-size`` images (default 1) with ``--steps`` steps,
+  each library's own call (keras-cv: its DDIM loop, ``--kerascv-steps``; diffusers:
   ``StableDiffusionPipeline`` with DDIM, or with ``--sampler dpmpp_2m`` its
   DPMSolverMultistepScheduler).
 
@@ -29,9 +30,9 @@ long rows timed once after the first call:
 "cold" is import + build + first call. Every library creates the weights of the timed component only
 (all three for ``pipeline`` rows).
 
-A matmul peak (4096^2, float32 and bfloat16, TensorFlow and torch) is measured in the same run; GFLOP/s
-uses FLOP counts of the diffusers models (``FLOPS`` below). The table gives each row's ratio to the
-best peer row of the same component. JSON with device, versions and date goes to the results
+A matmul peak (4096^2, float32 and bfloat16, TensorFlow and torch) is measured in the same run;
+GFLOP/s uses FLOP counts of the diffusers models (``FLOPS`` below). The table gives each row's ratio
+to the best peer row of the same component. JSON with device, versions and date goes to the results
 archive, ``sdlib/book/results/peers-<size>-<date>.json`` (chapter 6 prints it).
 """
 
@@ -59,8 +60,9 @@ FLOPS = {
     ("vae", 32): 622.2, ("vae", 64): 2514.5,  # decoder, batch 1
 }
 
-# (library, mode) -> how to build it. "mixed" is bfloat16 on CPU (float16 on GPU); sdlib keeps its
-# weights in that type too (``sdlib.device.inference_policy``), diffusers' bfloat16 row does the same.
+# (library, mode) -> how to build it. "mixed" is bfloat16 on CPU (float16 on GPU); sdlib
+# keeps its weights in that type too (``sdlib.device.inference_policy``), diffusers'
+# bfloat16 row does the same.
 MODES = {
     "sdlib": {"Standard": (False, "float32"), "Mixed precision": (False, "mixed"),
               "XLA": (True, "float32"), "XLA + mixed precision": (True, "mixed")},
@@ -95,8 +97,8 @@ def time_calls(fn, repeats, warmups=1):
 
 
 def _gpu():
-    """``sdlib.device.gpu_visible`` for the keras-cv worker, which must not import sdlib (its imports
-    and memory would count as keras-cv's)."""
+    """``sdlib.device.gpu_visible`` for the keras-cv worker, which must not import sdlib (its
+    imports and memory would count as keras-cv's)."""
     import keras
 
     if keras.backend.backend() == "tensorflow":
@@ -108,8 +110,8 @@ def _gpu():
 
 def build_sdlib(size, dtype, jit_compile, timed_parts):
     """SD v1.5 built the way a checkpoint is loaded (empty weights, then the values), creating the
-    weights of ``timed_parts`` only, as keras-cv and diffusers do for a component; the values here are
-    random and filling them is not timed, as keras-cv's and diffusers' weight loading is not.
+    weights of ``timed_parts`` only, as keras-cv and diffusers do for a component; the values here
+    are random and filling them is not timed, as keras-cv's and diffusers' weight loading is not.
     -> (pipeline, build seconds)."""
     import sdlib
     from sdlib import presets
@@ -118,7 +120,8 @@ def build_sdlib(size, dtype, jit_compile, timed_parts):
     start = time.perf_counter()
     configs = presets.sd15_configs()
     models = build.build_models(configs, dtype=dtype, with_weights=timed_parts)
-    components = sdlib.Components(**models, tokenizer=build.default_tokenizer(configs["text_encoder"]),
+    components = sdlib.Components(**models,
+                                  tokenizer=build.default_tokenizer(configs["text_encoder"]),
                                   scheduler_config=configs["scheduler"])
     pipe = sdlib.StableDiffusion(components, size, size, jit_compile=jit_compile, name="sd-v1-5")
     build_s = time.perf_counter() - start
@@ -128,7 +131,8 @@ def build_sdlib(size, dtype, jit_compile, timed_parts):
 
 
 def sdlib_guided_step(pipe, rng):
-    """sdlib's compiled DDIM step and its inputs: one guided step exactly as text_to_image runs it."""
+    """sdlib's compiled DDIM step and its inputs: one guided step exactly as
+    text_to_image runs it."""
     from keras import ops
 
     latent = ops.convert_to_tensor(rng.standard_normal((1, *pipe.latent_shape)), "float32")
@@ -217,7 +221,8 @@ def run_kerascv(spec):
         @property
         def diffusion_model(self):
             return self._lazy("_diffusion_model", lambda: DiffusionModel(
-                self.img_height, self.img_width, sd_module.MAX_PROMPT_LENGTH, download_weights=False))
+                self.img_height, self.img_width, sd_module.MAX_PROMPT_LENGTH,
+                download_weights=False))
 
         @property
         def decoder(self):
@@ -366,7 +371,8 @@ def run_peak(spec):
     return {"gflops": rows}
 
 
-WORKERS = {"sdlib": run_sdlib, "keras-cv": run_kerascv, "diffusers": run_diffusers, "peak": run_peak}
+WORKERS = {"sdlib": run_sdlib, "keras-cv": run_kerascv, "diffusers": run_diffusers,
+           "peak": run_peak}
 
 
 def worker_main(spec):
@@ -395,7 +401,8 @@ def run_in_subprocess(spec, python, timeout):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--components", nargs="+", default=["text", "unet", "vae"],
@@ -427,7 +434,8 @@ def main():
         if "gflops" in result:
             peaks[framework] = result["gflops"]
             print(f"matmul peak ({framework}): "
-                  + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result["gflops"].items()), flush=True)
+                  + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result["gflops"].items()),
+                  flush=True)
     rows = []
     for component in args.components:
         for library in args.libraries:
@@ -436,8 +444,8 @@ def main():
                     continue
                 spec = {"library": library, "mode": mode, "component": component,
                         "size": args.size, "steps": args.steps,
-                        "sampler": (args.diffusers_sampler or args.sampler) if library == "diffusers"
-                        else args.sampler,
+                        "sampler": (args.diffusers_sampler or args.sampler)
+                        if library == "diffusers" else args.sampler,
                         "repeats": args.repeats, "warmups": args.warmups,
                         "batch_size": args.batch_size,
                         "kerascv_steps": args.kerascv_steps or args.steps}
@@ -465,7 +473,8 @@ def main():
 
 
 def archived_command(argv, torch_python):
-    """The command line, without this machine's paths: the torch interpreter becomes $TORCH_PYTHON."""
+    """The command line, without this machine's paths: the torch interpreter becomes
+    $TORCH_PYTHON."""
     words = ["$TORCH_PYTHON" if word == torch_python and word != sys.executable else word
              for word in argv]
     return " ".join(["benchmarks/bench_peers.py", *(f'"{word}"' if " " in word else word

@@ -1,7 +1,8 @@
-"""Where sdlib's cold start goes: SD v1.5's guided 512x512 step (random weights, bfloat16, no XLA, the
-fastest CPU mode), split into build, trace, first call and warm call, with the size of the traced graph.
+"""Where sdlib's cold start goes: SD v1.5's guided 512x512 step (random weights, bfloat16,
+no XLA, the fastest CPU mode), split into build, trace, first call and warm call, with the
+size of the traced graph.
 
-    python benchmarks/cold_start.py                  # sdlib's call options, then TensorFlow's defaults
+    python benchmarks/cold_start.py               # sdlib's call options, then TensorFlow's defaults
     python benchmarks/cold_start.py --size 256 --repeats 2
 
 - build: create the UNet's weights (zeros, as before loading a checkpoint) and the pipeline;
@@ -11,8 +12,8 @@ fastest CPU mode), split into build, trace, first call and warm call, with the s
 
 Each variant runs in a fresh process. "tensorflow defaults" calls the same step with TensorFlow's
 default function-call options (two rounds of every Grappler pass) instead of
-``sdlib.backend.inference_call_options``. Cold start against keras-cv and diffusers, imports included,
-is ``bench_peers.py --components unet``.
+``sdlib.backend.inference_call_options``. Cold start against keras-cv and diffusers, imports
+included, is ``bench_peers.py --components unet``.
 """
 
 import argparse
@@ -53,7 +54,8 @@ def worker(variant, size, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -63,18 +65,20 @@ def main():
         return
     rows = []
     for variant in VARIANTS:
-        done = subprocess.run([sys.executable, __file__, "--worker", variant, "--size", str(args.size),
-                               "--repeats", str(args.repeats)], capture_output=True, text=True,
-                              check=True)
+        done = subprocess.run([sys.executable, __file__, "--worker", variant,
+                               "--size", str(args.size), "--repeats", str(args.repeats)],
+                              capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"{variant}: done", flush=True)
-    print(f"\nSD v1.5 guided step, {args.size}x{args.size}, bfloat16, no XLA, {os.cpu_count()} cores\n")
+    print(f"\nSD v1.5 guided step, {args.size}x{args.size}, bfloat16, no XLA, "
+          f"{os.cpu_count()} cores\n")
     print("| call options | build s | trace s | graph nodes | first call s | warm s | "
           "first call - warm s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['variant']} | {row['build_s']:.2f} | {row['trace_s']:.2f} | {row['graph_nodes']} | "
-              f"{row['first_s']:.2f} | {row['warm_s']:.2f} | {row['first_s'] - row['warm_s']:.2f} |")
+        print(f"| {row['variant']} | {row['build_s']:.2f} | {row['trace_s']:.2f} | "
+              f"{row['graph_nodes']} | {row['first_s']:.2f} | {row['warm_s']:.2f} | "
+              f"{row['first_s'] - row['warm_s']:.2f} |")
 
 
 if __name__ == "__main__":

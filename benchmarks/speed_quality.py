@@ -1,11 +1,11 @@
-"""Speed against quality on mini-shapes: prompt adherence (sdlib's judge) and warm time for each sampler,
-step count and precision, so that "faster" is never "worse" unknowingly.
+"""Speed against quality on mini-shapes: prompt adherence (sdlib's judge) and warm time for each
+sampler, step count and precision, so that "faster" is never "worse" unknowingly.
 
-    python benchmarks/speed_quality.py                            # DDIM/Euler/DPM++ x steps, fp32 + bf16
+    python benchmarks/speed_quality.py                       # DDIM/Euler/DPM++ x steps, fp32 + bf16
     python benchmarks/speed_quality.py --prompts 60 --steps 10 25 50 --no-bf16
 
-For each setting: the same canonical prompts (drawn uniformly, `shapes.canonical_prompts(seed=1)`), the
-same starting noise, DDIM/Euler/DPM-Solver++(2M) at guidance 7.5. Adherence is per attribute and
+For each setting: the same canonical prompts (drawn uniformly, `shapes.canonical_prompts(seed=1)`),
+the same starting noise, DDIM/Euler/DPM-Solver++(2M) at guidance 7.5. Adherence is per attribute and
 "all3" (color, shape and position right together). Time is the warm median of one batch of
 `--time-batch` images. Prints a table with each row's all3 against DDIM 50 steps in float32, and the
 fewest steps per sampler within 2 points of it; writes JSON to the results archive
@@ -25,7 +25,8 @@ from sdlib.mini import judge, shapes
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--prompts", type=int, default=150)
     parser.add_argument("--samplers", nargs="+", default=["ddim", "euler", "dpmpp_2m"])
     parser.add_argument("--steps", type=int, nargs="+", default=[8, 10, 15, 20, 25, 50])
@@ -49,20 +50,22 @@ def main():
                                                     sampler=sampler)
                 timing = bench.time_call(
                     lambda p=pipe, n=steps, s=sampler: p.text_to_image(
-                        prompts[: args.time_batch], num_steps=n, sampler=s, seed=0, verbose=False),
+                        prompts[: args.time_batch], num_steps=n, sampler=s, seed=0,
+                        verbose=False),
                     repeats=args.repeats)
                 row = {"precision": precision, "sampler": sampler, "steps": steps,
                        "warm_median_s": timing["median_s"], **scores}
                 rows.append(row)
-                print(f"{precision:15} {sampler:9} {steps:3d} steps: all3 {100 * scores['all3']:5.1f}% "
+                print(f"{precision:15} {sampler:9} {steps:3d} steps: "
+                      f"all3 {100 * scores['all3']:5.1f}% "
                       f"(color {100 * scores['color']:.0f}, shape {100 * scores['shape']:.0f}, "
                       f"position {100 * scores['position']:.0f}), {timing['median_s']:.3f} s "
                       f"for {args.time_batch} images", flush=True)
 
     reference = next(r for r in rows if r["precision"] == "float32" and r["sampler"] == "ddim"
                      and r["steps"] == max(args.steps))
-    print(f"\n| precision | sampler | steps | all3 % | vs DDIM {reference['steps']} fp32 | color | shape |"
-          " position | warm s |")
+    print(f"\n| precision | sampler | steps | all3 % | vs DDIM {reference['steps']} fp32 | "
+          "color | shape | position | warm s |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['precision']} | {r['sampler']} | {r['steps']} | {100 * r['all3']:.1f} | "
@@ -78,8 +81,8 @@ def main():
     record = {"benchmark": "speed_quality", "preset": "mini-shapes", "date": date.isoformat(
         timespec="seconds"), "device": device.describe().description(),
         "backend": keras.backend.backend(), "keras": keras.__version__, "prompts": args.prompts,
-        "guidance": args.guidance, "command": " ".join(sys.argv), "fewest_steps_within_2_points": fewest,
-        "rows": rows}
+        "guidance": args.guidance, "command": " ".join(sys.argv),
+        "fewest_steps_within_2_points": fewest, "rows": rows}
     out = archive.write(record, f"speed-quality-mini-shapes-{date:%Y-%m-%d-%H%M}.json")
     print(f"wrote {out}")
 

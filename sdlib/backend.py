@@ -1,9 +1,10 @@
 """Compiling a function of Keras models for whichever backend Keras runs on.
 
-TensorFlow: ``tf.function`` (with XLA when ``jit_compile``). JAX: ``jax.jit`` of a stateless version that
-takes the weights as arguments, so 1 B parameters are not baked into the program as constants. torch:
-eager under ``no_grad`` (``jit_compile`` has no effect). Every compiled function counts its traces, so tests can prove that changing a
-prompt, seed, guidance scale or step count does not recompile.
+TensorFlow: ``tf.function`` (with XLA when ``jit_compile``). JAX: ``jax.jit`` of a stateless version
+that takes the weights as arguments, so 1 B parameters are not baked into the program as constants.
+torch: eager under ``no_grad`` (``jit_compile`` has no effect there). Every compiled function counts
+its traces, so tests can prove that changing a prompt, seed, guidance scale or step count does not
+recompile.
 """
 
 import contextlib
@@ -12,7 +13,7 @@ import keras
 
 
 class CompiledFunction:
-    """``fn(*tensors)`` compiled for the active backend; ``trace_count`` says how often it was traced."""
+    """``fn(*tensors)`` compiled for the active backend; ``trace_count``: how often it traced."""
 
     def __init__(self, fn, models, jit_compile=True):
         self.fn = fn

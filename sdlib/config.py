@@ -1,9 +1,10 @@
-"""Config dataclasses to and from plain dicts: JSON in a file's metadata, diffusers' ``config.json``.
+"""Config dataclasses to and from plain dicts: JSON in a file's metadata, diffusers'
+``config.json``.
 
 Every config (``UNetConfig``, ``VAEConfig``, ``TextEncoderConfig``, ``SchedulerConfig``) is a frozen
 dataclass that mixes in :class:`Config`, so they all read and write dicts the same way: keys the
-dataclass does not know are dropped (diffusers' configs carry many, saved files may hold retired ones),
-missing keys take the dataclass' defaults, JSON lists become tuples.
+dataclass does not know are dropped (diffusers' configs carry many, saved files may hold retired
+ones), missing keys take the dataclass' defaults, JSON lists become tuples.
 """
 
 import dataclasses
@@ -27,8 +28,8 @@ class Config:
 
 
 def read_json(path, what, optional=False):
-    """A JSON file of a checkpoint as a dict; a CheckpointError says that ``what`` is missing (unless
-    ``optional``: then a missing file reads as ``{}``) or is not valid JSON."""
+    """A JSON file of a checkpoint as a dict; a CheckpointError says that ``what`` is missing
+    (unless ``optional``: then a missing file reads as ``{}``) or is not valid JSON."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         if optional:

@@ -1,10 +1,12 @@
-"""The one place that knows the device: what it is, which dtype policies suit it, and what "auto" picks.
+"""The one place that knows the device: what it is, which dtype policies suit it, and what "auto"
+picks.
 
-``StableDiffusion``'s defaults ``jit_compile="auto"`` and ``dtype="auto"`` resolve here, once and before
-any weight exists, into a :class:`Mode`: the mode of the keras.io guide (Standard, Mixed precision, XLA,
-XLA + mixed precision; "High-performance image generation using Stable Diffusion in KerasCV",
-Chollet et al. 2022) that was measured fastest for a model of that size on that kind of device. The
-measurements are data (:data:`FASTEST_MODES`), each row citing where its numbers come from.
+``StableDiffusion``'s defaults ``jit_compile="auto"`` and ``dtype="auto"`` resolve here, once and
+before any weight exists, into a :class:`Mode`: the mode of the keras.io guide (Standard, Mixed
+precision, XLA, XLA + mixed precision; "High-performance image generation using Stable Diffusion in
+KerasCV", Chollet et al. 2022) that was measured fastest for a model of that size on that kind of
+device. The measurements are data (:data:`FASTEST_MODES`), each row citing where its numbers come
+from.
 """
 
 import dataclasses
@@ -28,7 +30,7 @@ class DeviceInfo:
     memory_gb: float | None  # the accelerator's memory, where the backend says
     cpu_model: str
     cpu_cores: int
-    cpu_bf16: bool | None  # bfloat16 matrix instructions (AVX512_BF16, AMX, Arm BF16); None: unknown
+    cpu_bf16: bool | None  # bfloat16 instructions (AVX512_BF16, AMX, Arm BF16); None: unknown
 
     def description(self) -> str:
         """One line, as chapters and benchmark archives print it."""
@@ -106,8 +108,8 @@ def _nvidia_memory_gb():
     if shutil.which("nvidia-smi") is None:
         return None
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
+        command = ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
+        out = subprocess.run(command, capture_output=True, text=True, timeout=10, check=True).stdout
         return float(out.splitlines()[0]) / 1024  # MiB
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
@@ -121,17 +123,17 @@ def mixed_policy():
 
 
 def inference_policy():
-    """``mixed_policy``'s 16-bit type for weights too. Inference has no optimizer whose small updates
-    float32 weights must keep, so storing them in 16 bits loses nothing the 16-bit compute had not
-    already rounded away, halves their memory and saves casting every weight on every call (1.5x
-    faster UNet steps in TensorFlow on a CPU). The VAE stays float32 under float16."""
+    """``mixed_policy``'s 16-bit type for weights too. Inference has no optimizer whose small
+    updates float32 weights must keep, so storing them in 16 bits loses nothing the 16-bit compute
+    had not already rounded away, halves their memory and saves casting every weight on every call
+    (1.5x faster UNet steps in TensorFlow on a CPU). The VAE stays float32 under float16."""
     return mixed_policy().removeprefix("mixed_")
 
 
 # === Modes, and what "auto" picks ===
 @dataclasses.dataclass(frozen=True)
 class Mode:
-    """How the pipeline runs: compiled with XLA or not, and the Keras dtype policy of its weights."""
+    """How the pipeline runs: with XLA or not, and the Keras dtype policy of its weights."""
 
     jit_compile: bool
     dtype: str = "float32"
@@ -171,12 +173,12 @@ class Measurement:
 
 FASTEST_MODES = (
     Measurement("gpu", None, "any", "XLA + mixed precision",
-                "the keras.io guide's fastest mode on a T4 and an A100; not yet measured with sdlib "
-                "(benchmarks/gpu_benchmark.sh is ready for it)"),
+                "the keras.io guide's fastest mode on a T4 and an A100; not yet measured with "
+                "sdlib (benchmarks/gpu_benchmark.sh is ready for it)"),
     Measurement("cpu", "tensorflow", "sd", "Mixed precision",
-                "512x512 guided UNet step, 2-core Zen 5: 2.73 s, against 4.80 s Standard, 5.41 s XLA "
-                "and 7.51 s XLA + mixed; XLA on a CPU does not use the bfloat16 matrix instructions "
-                "(sdlib/book/results/peers-512-2026-11-27.json)"),
+                "512x512 guided UNet step, 2-core Zen 5: 2.73 s, against 4.80 s Standard, "
+                "5.41 s XLA and 7.51 s XLA + mixed; XLA on a CPU does not use the bfloat16 "
+                "matrix instructions (sdlib/book/results/peers-512-2026-11-27.json)"),
     Measurement("cpu", None, "any", "XLA",
                 "mini-shapes (96 channels at most) is bound by per-op overhead, which XLA's fusion "
                 "removes: XLA 1.66-1.72x Standard, mixed precision 1.05-1.06x (chapter 6); JAX "

@@ -1,5 +1,5 @@
-"""The errors sdlib raises for bad files, below every other module so that any of them can raise it."""
+"""The errors sdlib raises for bad files: below every other module, so that any can raise them."""
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded: missing, corrupted, pickled, or not matching the model."""
+    """A checkpoint that cannot be loaded: missing, corrupted, pickled, or not fitting the model."""

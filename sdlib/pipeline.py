@@ -1,10 +1,11 @@
-"""The Stable Diffusion pipeline: encode the text, denoise a latent, decode it (Rombach et al. 2022).
+"""The Stable Diffusion pipeline: encode the text, denoise a latent, decode it (Rombach et al.
+2022).
 
-``text_to_image`` is ``encode_text`` then ``generate_image``, so an encoding can be reused (a latent walk
-interpolates two of them). ``generate_image`` is three steps, as keras-hub's SD3 tasks are: prepare
-(check the arguments, pair each conditional encoding with its unconditional one, draw the initial
-latent), denoise (a sampler's plan, from any of its steps: image-to-image starts later) and decode.
-One compiled denoising step runs the UNet once on the batch [unconditional, conditional]
+``text_to_image`` is ``encode_text`` then ``generate_image``, so an encoding can be reused (a latent
+walk interpolates two of them). ``generate_image`` is three steps, as keras-hub's SD3 tasks are:
+prepare (check the arguments, pair each conditional encoding with its unconditional one, draw the
+initial latent), denoise (a sampler's plan, from any of its steps: image-to-image starts later) and
+decode. One compiled denoising step runs the UNet once on the batch [unconditional, conditional]
 (classifier-free guidance, Ho & Salimans 2022) and applies the sampler update; its inputs are all
 tensors, so a new prompt, seed, guidance scale, step count or start step reuses it.
 """
@@ -29,8 +30,8 @@ class StableDiffusion:
                  name="custom"):
         if not isinstance(components, Components):
             raise TypeError("StableDiffusion takes a sdlib.Components (text_encoder, unet, vae, "
-                            "tokenizer, scheduler_config), as from_preset and from_pretrained build "
-                            f"it; got a {type(components).__name__}.")
+                            "tokenizer, scheduler_config), as from_preset and from_pretrained "
+                            f"build it; got a {type(components).__name__}.")
         self.components = components
         self.text_encoder, self.unet = components.text_encoder, components.unet
         self.vae, self.tokenizer = components.vae, components.tokenizer
@@ -50,7 +51,8 @@ class StableDiffusion:
         self.latent_shape = (self.img_height // self.vae_scale_factor,
                              self.img_width // self.vae_scale_factor,
                              self.vae.config.latent_channels)
-        self._encode_fn = CompiledFunction(self._encode_graph, [self.text_encoder], self.jit_compile)
+        self._encode_fn = CompiledFunction(self._encode_graph, [self.text_encoder],
+                                           self.jit_compile)
         # One compiled step (and loop) per sampler family: DDIM, and the linear samplers (Euler,
         # DPM-Solver++) that share an update and differ only in their per-step coefficients.
         self._samplers = {sampler: make_sampler(sampler, components.scheduler_config)
@@ -67,8 +69,8 @@ class StableDiffusion:
 
     # === Constructors ===
     @classmethod
-    def from_preset(cls, preset, img_height=None, img_width=None, jit_compile="auto", load_weights=True,
-                    dtype="auto", compile_loop=False):
+    def from_preset(cls, preset, img_height=None, img_width=None, jit_compile="auto",
+                    load_weights=True, dtype="auto", compile_loop=False):
         """A named model (``"sd-v1-5"``, ``"mini-shapes"``, ``"tiny"``); see ``sdlib.presets``.
 
         ``jit_compile``: True (XLA), False, or "auto". ``dtype`` is a Keras dtype policy
@@ -93,7 +95,8 @@ class StableDiffusion:
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, img_height=512, img_width=512, jit_compile="auto",
-                        variant=None, token=None, config_path=None, dtype="auto", compile_loop=False):
+                        variant=None, token=None, config_path=None, dtype="auto",
+                        compile_loop=False):
         """Load a diffusers folder, a single ``.safetensors`` file, or (with network) a hub repo id.
 
         ``variant="fp16"`` picks ``*.fp16.safetensors`` files in a folder. A single file needs the
@@ -132,7 +135,8 @@ class StableDiffusion:
             noise_pred = ops.cast(noise_pred, "float32")  # sampler math stays float32
             uncond, cond = noise_pred[:batch], noise_pred[batch:]
             # diffusers skips guidance when guidance_scale <= 1: the conditional prediction alone.
-            guided = ops.where(guidance_scale > 1.0, uncond + guidance_scale * (cond - uncond), cond)
+            guided = uncond + guidance_scale * (cond - uncond)
+            guided = ops.where(guidance_scale > 1.0, guided, cond)
             return update(guided, latents, previous_x0, coefficients)  # (x_next, x0 estimate)
 
         return step
@@ -197,7 +201,8 @@ class StableDiffusion:
         num_steps = validation.check_num_steps(num_steps, self.scheduler.config.num_train_timesteps)
         guidance_scale = validation.check_guidance_scale(guidance_scale)
         seed = validation.check_seed(seed)
-        contexts = self._paired_contexts(context, negative_prompt, unconditional_context, batch_size)
+        contexts = self._paired_contexts(context, negative_prompt, unconditional_context,
+                                         batch_size)  # (2B, 77, D)
         plan = chosen.plan(num_steps)
         latents = self._initial_latents(contexts.shape[0] // 2, seed, diffusion_noise)
         latents = self.denoise(latents * np.float32(plan.init_noise_sigma), contexts, plan,
@@ -219,15 +224,16 @@ class StableDiffusion:
             latents = self._run_compiled_loop(latents, contexts, plan, guidance)
             if verbose:
                 seconds = time.perf_counter() - start
-                print(f"{num_steps}/{num_steps} denoising steps in one compiled loop: {seconds:.2f} s "
-                      f"({1000 * seconds / num_steps:.0f} ms/step)")
+                print(f"{num_steps}/{num_steps} denoising steps in one compiled loop: "
+                      f"{seconds:.2f} s ({1000 * seconds / num_steps:.0f} ms/step)")
         else:
             step_fn = self._step_fns[plan.family]
             previous_x0 = ops.zeros_like(latents)
             progress = keras.utils.Progbar(num_steps) if verbose else None
             for index, timestep in enumerate(plan.timesteps):
                 latents, previous_x0 = step_fn(
-                    latents, previous_x0, contexts, ops.convert_to_tensor(timestep, dtype="float32"),
+                    latents, previous_x0, contexts,
+                    ops.convert_to_tensor(timestep, dtype="float32"),
                     ops.convert_to_tensor(plan.coefficients[index]), guidance)
                 if callback is not None:
                     callback({"step": index, "timestep": _plain_number(timestep),
@@ -238,13 +244,13 @@ class StableDiffusion:
         return latents
 
     def decode_latents(self, latents):
-        """Latents (B, h, w, C) (scaled, as the sampler produces them) -> uint8 images (B, H, W, 3)."""
+        """Latents (B, h, w, C), scaled as the sampler makes them -> uint8 images (B, H, W, 3)."""
         images = to_numpy(self._decode_fn(ops.convert_to_tensor(latents, dtype="float32")))
         validation.check_finite_images(images)
         return np.round(images * 255.0).astype(np.uint8)
 
     def encode_image(self, images):
-        """uint8 images (B, H, W, 3) -> scaled latent means (B, H/f, W/f, C), as the sampler uses."""
+        """uint8 images (B, H, W, 3) -> scaled latent means (B, H/f, W/f, C), as sampled."""
         x = ops.convert_to_tensor(np.asarray(images, dtype=np.float32) / 127.5 - 1.0)
         mean, _ = self.vae.encode(ops.cast(x, self.vae.compute_dtype))
         return to_numpy(ops.cast(mean, "float32") * self.vae.config.scaling_factor)
@@ -287,9 +293,10 @@ class StableDiffusion:
         timesteps[:num_steps] = plan.timesteps
         coefficients = np.zeros((length, plan.coefficients.shape[1]), np.float32)
         coefficients[:num_steps] = plan.coefficients
-        return self._loop_fns[plan.family](latents, contexts, ops.convert_to_tensor(timesteps),
-                                           ops.convert_to_tensor(coefficients),
-                                           ops.convert_to_tensor(num_steps, dtype="int32"), guidance)
+        return self._loop_fns[plan.family](
+            latents, contexts, ops.convert_to_tensor(timesteps),
+            ops.convert_to_tensor(coefficients), ops.convert_to_tensor(num_steps, dtype="int32"),
+            guidance)
 
     def _initial_latents(self, batch_size, seed, diffusion_noise):
         shape = (batch_size, *self.latent_shape)

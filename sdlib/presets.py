@@ -5,7 +5,8 @@
   ``load_weights=False`` gives random weights for parameter counts and benchmarks.
 - ``mini-shapes``: Stable Diffusion in miniature (64x64), trained here on procedural shapes with
   ``tools/train_mini_model.py``; weights shipped as package data, so it works offline.
-- ``tiny``: the same code paths at toy size with seeded random weights; seconds-fast, for tests and CI.
+- ``tiny``: the same code paths at toy size with seeded random weights; seconds-fast, for tests and
+  CI.
 
 Reading the weights is ``sdlib.loading``'s job; this module only names things.
 """
@@ -47,12 +48,14 @@ def tiny_configs():
     }
 
 
-# The mini model's noise schedule: SD's betas rescaled to zero terminal SNR, v-prediction, and trailing
-# timesteps (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed"). With SD's
-# own schedule, x_T keeps sqrt(alpha_bar_T) = 0.068 of the image, enough on an 8x8 latent to reveal
-# where the object is; the model learned to take position from the noise and ignored "top left".
+# The mini model's noise schedule: SD's betas rescaled to zero terminal SNR, v-prediction, and
+# trailing timesteps (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are
+# Flawed"). With SD's own schedule, x_T keeps sqrt(alpha_bar_T) = 0.068 of the image, enough on an
+# 8x8 latent to reveal where the object is; the model learned to take position from the noise and
+# ignored "top left".
 MINI_SHAPES_SCHEDULER = dataclasses.replace(SD15_SCHEDULER, rescale_betas_zero_snr=True,
-                                            prediction_type="v_prediction", timestep_spacing="trailing")
+                                            prediction_type="v_prediction",
+                                            timestep_spacing="trailing")
 
 
 def mini_shapes_configs():
@@ -60,14 +63,15 @@ def mini_shapes_configs():
     512 -> 64), the real CLIP tokenizer, a 3-layer 32-wide CLIP text encoder, a 2-level UNet with
     self- and cross-attention at both levels. Trained by ``tools/train_mini_model.py``."""
     return {
-        "text_encoder": TextEncoderConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=3,
-                                          num_attention_heads=4),
+        "text_encoder": TextEncoderConfig(hidden_size=32, intermediate_size=128,
+                                          num_hidden_layers=3, num_attention_heads=4),
         "unet": UNetConfig(block_out_channels=(64, 96),
                            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
                            layers_per_block=2, num_attention_heads=(4, 4), cross_attention_dim=32,
                            norm_num_groups=16),
-        "vae": VAEConfig(block_out_channels=(16, 32, 64, 64), layers_per_block=1, norm_num_groups=8),
+        "vae": VAEConfig(block_out_channels=(16, 32, 64, 64), layers_per_block=1,
+                         norm_num_groups=8),
         "scheduler": MINI_SHAPES_SCHEDULER,
     }
 

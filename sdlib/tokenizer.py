@@ -1,4 +1,5 @@
-"""CLIP's byte-level BPE tokenizer: a prompt becomes the 77 token ids that SD v1's text encoder reads.
+"""CLIP's byte-level BPE tokenizer: a prompt becomes the 77 token ids that SD v1's text encoder
+reads.
 
 CLIP (Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision",
 Sec. 2.4) reads "a lower-cased byte pair encoding (BPE) representation of the text with a 49,152
@@ -8,15 +9,16 @@ states of this sequence (Rombach et al. 2022, Sec. 3.3), so the ids must match t
 encoder was trained with.
 
 Ported from OpenAI's `clip/simple_tokenizer.py` (MIT) and checked id for id against HuggingFace
-transformers' `CLIPTokenizer` (the tokenizer diffusers uses; see tests/fixtures/tokenizer_golden.json
-and tools/make_tokenizer_fixture.py). Where the two differ, we follow transformers:
+transformers' `CLIPTokenizer` (the tokenizer diffusers uses; see
+tests/fixtures/tokenizer_golden.json and tools/make_tokenizer_fixture.py). Where the two differ, we
+follow transformers:
 
 1. special tokens that the user types (`<|endoftext|>`, and `!` when it is SD 2's pad token) are cut
    out of the text first and map straight to their id;
 2. normalise: NFC, every whitespace run -> one space, lowercase character by character (so a final
    Greek capital sigma becomes "σ", not Python's context-aware "ς"), no ftfy;
-3. pre-tokenise with CLIP's pattern (case-sensitive: OpenAI's `re.IGNORECASE` is dropped), then again
-   with GPT-2's pattern, so a typed "<|ENDOFTEXT|>" becomes the words "<|", "endoftext", "|>";
+3. pre-tokenise with CLIP's pattern (case-sensitive: OpenAI's `re.IGNORECASE` is dropped), then
+   again with GPT-2's pattern, so a typed "<|ENDOFTEXT|>" becomes the words "<|", "endoftext", "|>";
 4. byte-level: each UTF-8 byte becomes one printable character (`bytes_to_unicode`);
 5. BPE inside each word, whose last symbol carries the end-of-word mark "</w>";
 6. [BOS] + ids + [EOS], truncated to `max_length`, padded with the pad token.
@@ -54,7 +56,8 @@ DEFAULT_SPECIAL_TOKENS = {
 }
 
 CLIP_PATTERN = regex.compile(
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d"""
+    r"""|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 )
 # transformers' ByteLevel pre-tokenizer splits every CLIP piece again with GPT-2's pattern.
 GPT2_PATTERN = regex.compile(
@@ -89,7 +92,8 @@ def normalize(text: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def load_default_bpe() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
-    """Vocab and merges from OpenAI's `bpe_simple_vocab_16e6.txt.gz`, built as `simple_tokenizer.py` does.
+    """Vocab and merges from OpenAI's `bpe_simple_vocab_16e6.txt.gz`, built as `simple_tokenizer.py`
+    does.
 
     Identical to HuggingFace's `vocab.json` (49,408 entries) and `merges.txt` for openai/clip-vit-*.
     """
@@ -174,18 +178,19 @@ class CLIPTokenizer:
 
     @classmethod
     def from_folder(cls, path: str | Path) -> CLIPTokenizer:
-        """A diffusers/transformers `tokenizer/` folder: vocab.json, merges.txt and optional configs."""
+        """A diffusers/transformers `tokenizer/` folder: vocab.json, merges.txt, configs."""
         folder = Path(path)
         has_files = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
         if not has_files and (folder / "tokenizer.json").is_file():
-            # transformers 5 saves only tokenizer.json: its BPE model holds the same vocab and merges.
+            # transformers 5 saves only tokenizer.json: its BPE model holds the same vocab and
+            # merges.
             vocab, merges = _read_tokenizer_json(folder / "tokenizer.json")
             return cls(vocab, merges, **_read_special_token_config(folder))
         for name in ("vocab.json", "merges.txt"):
             if not (folder / name).is_file():
                 raise FileNotFoundError(
-                    f"{folder} has no {name}; a CLIP tokenizer folder needs vocab.json and merges.txt "
-                    "or a tokenizer.json (in a diffusers model: <model>/tokenizer/)."
+                    f"{folder} has no {name}; a CLIP tokenizer folder needs vocab.json and "
+                    "merges.txt or a tokenizer.json (in a diffusers model: <model>/tokenizer/)."
                 )
         vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
         merges = _read_merges(folder / "merges.txt")
@@ -228,7 +233,7 @@ class CLIPTokenizer:
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Token ids -> text, dropping special tokens; "</w>" becomes a space. Lossy: case is gone."""
+        """Token ids -> text without special tokens; "</w>" becomes a space. Lossy: case is gone."""
         tokens = [
             self._id_to_token[int(token_id)]
             for token_id in ids
@@ -248,7 +253,7 @@ class CLIPTokenizer:
         return ids
 
     def _bpe(self, word: str) -> tuple[str, ...]:
-        """Merge the lowest-ranked adjacent pair, everywhere it occurs, until no pair is in the merges."""
+        """Merge the lowest-ranked adjacent pair wherever it occurs, until no pair is a merge."""
         if word in self._word_cache:
             return self._word_cache[word]
         symbols = [*word[:-1], word[-1] + END_OF_WORD]
@@ -324,7 +329,8 @@ def _read_merges(path: Path) -> list[tuple[str, str]]:
 
 
 def _read_special_token_config(folder: Path) -> dict:
-    """Special tokens, their `normalized` flags and model_max_length, read as transformers 5 reads them.
+    """Special tokens, their `normalized` flags and model_max_length, read as transformers 5 reads
+    them.
 
     tokenizer_config.json comes first; special_tokens_map.json overrides it, but only in folders
     saved before `added_tokens_decoder` existed (transformers < 4.34), where SD 2 sets pad "!".

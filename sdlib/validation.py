@@ -30,7 +30,7 @@ def _check_int(value, name):
 
 
 def check_batch_size(batch_size, prompts):
-    """With one prompt, ``batch_size`` images; with a list of n prompts, batch_size must be 1 or n."""
+    """With one prompt, ``batch_size`` images; with a list of n prompts, batch_size is 1 or n."""
     batch_size = _check_int(batch_size, "batch_size")
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size}.")
@@ -123,7 +123,8 @@ def check_diffusion_noise(noise, shape, scale_factor):
     if tuple(array.shape) != tuple(shape):
         hint = ""
         if array.ndim == 4 and tuple(array.shape) == (shape[0], shape[3], shape[1], shape[2]):
-            hint = " It looks channels-first (NCHW); sdlib is NHWC: use np.transpose(noise, (0, 2, 3, 1))."
+            hint = (" It looks channels-first (NCHW); sdlib is NHWC: use "
+                    "np.transpose(noise, (0, 2, 3, 1)).")
         raise ValueError(
             f"diffusion_noise has shape {tuple(array.shape)}; expected {tuple(shape)} = (batch, "
             f"img_height / {scale_factor}, img_width / {scale_factor}, latent channels), NHWC."
@@ -138,14 +139,15 @@ DTYPES = {
     "float32": "float32 everywhere (the default)",
     "mixed_bfloat16": "bfloat16 compute, float32 weights (training and fine-tuning)",
     "mixed_float16": "float16 compute, float32 weights (training on GPUs)",
-    "bfloat16": "bfloat16 compute and weights: half the memory, no per-call weight casts (inference)",
+    "bfloat16": "bfloat16 compute and weights: half the memory, no per-call weight casts "
+                "(inference)",
     "float16": "float16 compute and weights, VAE kept in float32 (inference on GPUs)",
 }
 
 
 def check_dtype(dtype):
     """A dtype policy name sdlib builds models with; None means float32, "auto" the fastest for
-    the model on this device (``sdlib.bench.fastest_mode``)."""
+    the model on this device (``sdlib.device.resolve_mode``)."""
     if dtype is None:
         return "float32"
     if dtype == "auto":
@@ -154,7 +156,8 @@ def check_dtype(dtype):
     if name not in DTYPES:
         choices = "\n".join(f"  {key!r}: {value}" for key, value in DTYPES.items())
         choices += "\n  'auto': the fastest of these for the model on this device (the default)"
-        raise ValueError(f"dtype={dtype!r} is not a policy sdlib supports. Choose one of:\n{choices}")
+        raise ValueError(f"dtype={dtype!r} is not a policy sdlib supports. Choose one of:\n"
+                         f"{choices}")
     return name
 
 

@@ -39,7 +39,8 @@ def _guarded_connect(original):
 
 @pytest.fixture(autouse=True, scope="session")
 def _block_network():
-    """Every test runs with outbound sockets blocked, so nothing can quietly depend on a download."""
+    """Every test runs with outbound sockets blocked, so nothing can quietly depend on a
+    download."""
     original_connect = socket.socket.connect
     original_connect_ex = socket.socket.connect_ex
     socket.socket.connect = _guarded_connect(original_connect)

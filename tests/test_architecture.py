@@ -1,4 +1,5 @@
-"""The real SD v1.5 architecture: parameter counts and the checkpoint names and shapes it expects."""
+"""The real SD v1.5 architecture: parameter counts and the checkpoint names and shapes it
+expects."""
 
 import numpy as np
 import pytest
@@ -32,7 +33,8 @@ def test_parameter_counts_match_sd15(sd15_models):
 def test_every_sd15_single_file_tensor_maps_onto_a_model_weight_of_its_shape(
         sd15_models, fixtures_dir):
     """All 1,130 tensors of v1-5-pruned-emaonly.safetensors (key, diffusers name, shape)."""
-    rows = [line.split("\t") for line in (fixtures_dir / "sd15_keymap.tsv").read_text().splitlines()]
+    rows = [line.split("\t")
+            for line in (fixtures_dir / "sd15_keymap.tsv").read_text().splitlines()]
     assert len(rows) == 1130
     configs = presets.sd15_configs()
     shapes = {key: tuple(int(d) for d in shape.strip("[]").split(", ")) for key, _, shape in rows}

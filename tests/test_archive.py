@@ -34,16 +34,18 @@ def test_table_ratios_are_to_the_best_peer_and_failures_are_shown():
     assert "| unet | sdlib | Mixed precision | 4.000 |" in lines[2]
     assert "0.80x" in lines[2]  # 4.0 / best peer 5.0
     assert "1.00x" in lines[4]
-    assert f"{1606.5 / 4.0:.0f} | {100 * 1606.5 / 4.0 / 400:.0f}%" in lines[2]  # bf16 peak for mixed
+    # bf16 peak for mixed
+    assert f"{1606.5 / 4.0:.0f} | {100 * 1606.5 / 4.0 / 400:.0f}%" in lines[2]
     assert "failed: ModuleNotFoundError: No module named 'keras_cv'" in lines[5]
 
 
 def test_pipeline_rows_name_their_sampler_and_steps():
-    sdlib_row = {**row("sdlib", "Mixed precision", 30.0, component="pipeline"), "sampler": "dpmpp_2m",
-                 "steps": 15, "kerascv_steps": 50, "batch_size": 1}
+    sdlib_row = {**row("sdlib", "Mixed precision", 30.0, component="pipeline"),
+                 "sampler": "dpmpp_2m", "steps": 15, "kerascv_steps": 50, "batch_size": 1}
     kerascv_row = {**sdlib_row, "library": "keras-cv", "mode": "Standard"}
     assert archive.mode_label(sdlib_row) == "Mixed precision, dpmpp_2m 15 steps x 1"
-    assert archive.mode_label(kerascv_row) == "Standard, ddim 50 steps x 1"  # keras-cv: its DDIM only
+    # keras-cv: its DDIM only
+    assert archive.mode_label(kerascv_row) == "Standard, ddim 50 steps x 1"
 
 
 def test_the_archive_ships_with_the_package_and_every_record_has_its_provenance():

@@ -1,4 +1,5 @@
-"""The compiled functions' TensorFlow call options: applied to sdlib's calls only, always restored."""
+"""The compiled functions' TensorFlow call options: applied to sdlib's calls only, always
+restored."""
 
 import keras
 import numpy as np

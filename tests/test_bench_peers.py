@@ -1,6 +1,6 @@
-"""benchmarks/bench_peers.py's bookkeeping: workers that fail give error rows, archived commands hold no
-machine paths. The timings themselves come from running the script, never from a test; the tables
-are sdlib.book.archive's (tests/test_archive.py)."""
+"""benchmarks/bench_peers.py's bookkeeping: workers that fail give error rows, archived commands
+hold no machine paths. The timings themselves come from running the script, never from a test; the
+tables are sdlib.book.archive's (tests/test_archive.py)."""
 
 import importlib.util
 from pathlib import Path
@@ -25,11 +25,13 @@ def test_a_worker_that_cannot_import_its_library_gives_an_error_row(peers, tmp_p
 
 
 def test_archived_command_holds_no_machine_paths(peers):
-    argv = ["/somewhere/benchmarks/bench_peers.py", "--size", "512", "--torch-python", "/opt/venv/bin/python"]
+    argv = ["/somewhere/benchmarks/bench_peers.py", "--size", "512", "--torch-python",
+            "/opt/venv/bin/python"]
     command = peers.archived_command(argv, "/opt/venv/bin/python")
     assert command == "benchmarks/bench_peers.py --size 512 --torch-python $TORCH_PYTHON"
 
 
 def test_archived_command_quotes_modes_with_spaces(peers):
-    command = peers.archived_command(["x.py", "--modes", "sdlib:Mixed precision", "sdlib:XLA"], "py")
+    command = peers.archived_command(["x.py", "--modes", "sdlib:Mixed precision", "sdlib:XLA"],
+                                     "py")
     assert command == 'benchmarks/bench_peers.py --modes "sdlib:Mixed precision" sdlib:XLA'

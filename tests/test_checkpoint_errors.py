@@ -100,7 +100,8 @@ def test_unexpected_tensors_are_named_and_counted(folder):
             state[f"extra.layer{index}.weight"] = np.zeros(3, np.float32)
 
     _edit_unet(folder, add)
-    with pytest.raises(CheckpointError, match=r"8 unexpected tensor\(s\): extra.layer0.weight.* and 3 more"):
+    with pytest.raises(CheckpointError,
+                       match=r"8 unexpected tensor\(s\): extra.layer0.weight.* and 3 more"):
         load(folder)
 
 
@@ -109,7 +110,8 @@ def test_wrong_shape_is_named_with_both_shapes(folder):
         state["conv_out.bias"] = np.zeros(5, np.float32)
 
     _edit_unet(folder, reshape)
-    with pytest.raises(CheckpointError, match=r"conv_out.bias \(checkpoint \(5,\), model expects \(4,\)\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"conv_out.bias \(checkpoint \(5,\), model expects \(4,\)\)"):
         load(folder)
 
 
@@ -135,7 +137,8 @@ def test_config_that_does_not_match_the_weights(folder):
 def test_pickles_are_refused_without_being_opened(tmp_path, suffix):
     path = tmp_path / f"model{suffix}"
     path.write_bytes(pickle.dumps({"state_dict": {}}))
-    with pytest.raises(CheckpointError, match="pickled checkpoint.*never unpickles.*safetensors.torch.save_file"):
+    with pytest.raises(CheckpointError,
+                       match="pickled checkpoint.*never unpickles.*safetensors.torch.save_file"):
         load(path)
 
 

@@ -66,7 +66,8 @@ def test_defaults_resolve_to_the_fastest_mode_here():
     pipe = sdlib.StableDiffusion.from_preset("tiny")
     assert pipe.jit_compile is expected.jit_compile
     assert pipe.unet.dtype_policy.name == expected.dtype
-    assert pipe.vae.dtype_policy.name == ("float32" if expected.dtype == "float16" else expected.dtype)
+    assert pipe.vae.dtype_policy.name == ("float32" if expected.dtype == "float16"
+                                          else expected.dtype)
 
 
 def test_sd15_builds_in_the_resolved_dtype():
@@ -82,7 +83,8 @@ def test_explicit_values_are_kept_and_auto_fills_the_rest():
     assert device.resolve_mode(False, "bfloat16", unet) == device.Mode(False, "bfloat16")
     assert device.resolve_mode(True, None, unet) == device.Mode(True, "float32")
     fastest = device.fastest_mode(unet)
-    assert device.resolve_mode("auto", "float16", unet) == device.Mode(fastest.jit_compile, "float16")
+    assert (device.resolve_mode("auto", "float16", unet)
+            == device.Mode(fastest.jit_compile, "float16"))
     assert device.resolve_mode(False, "auto", unet) == device.Mode(False, fastest.dtype)
     pipe = sdlib.StableDiffusion.from_preset("tiny", jit_compile=False, dtype="bfloat16")
     assert pipe.jit_compile is False

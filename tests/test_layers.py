@@ -26,15 +26,17 @@ def test_attention_matches_keras_dot_product_attention(is_causal, tokens_q, toke
     v = rng.standard_normal((2, tokens_k, heads * head_dim)).astype(np.float32)
     split = lambda x: x.reshape(2, -1, heads, head_dim)  # noqa: E731
     expected = ops.convert_to_numpy(ops.dot_product_attention(
-        split(q), split(k), split(v), scale=head_dim ** -0.5, is_causal=is_causal)).reshape(2, tokens_q, -1)
+        split(q), split(k), split(v), scale=head_dim ** -0.5,
+        is_causal=is_causal)).reshape(2, tokens_q, -1)
     got = ops.convert_to_numpy(L.multi_head_attention(q, k, v, heads, is_causal=is_causal))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_precision_attention_is_no_worse_than_keras(dtype):
-    """On TensorFlow the logits stay in bfloat16 (float16 ones are upcast): the error against float32
-    attention must stay within that of Keras' attention, which takes its softmax in float32."""
+    """On TensorFlow the logits stay in bfloat16 (float16 ones are upcast): the error
+    against float32 attention must stay within that of Keras' attention, which takes its
+    softmax in float32."""
     rng = np.random.default_rng(1)
     q, k, v = (rng.standard_normal((1, 64, 32)).astype(np.float32) * 3 for _ in range(3))
     reference = ops.convert_to_numpy(L.multi_head_attention(q, k, v, 4))
@@ -51,7 +53,8 @@ def test_half_precision_attention_is_no_worse_than_keras(dtype):
 @pytest.mark.parametrize("shape, groups", [((2, 6, 5, 64), 32), ((1, 3, 3, 8), 2), ((2, 7, 16), 4)])
 def test_group_norm_matches_keras(shape, groups):
     rng = np.random.default_rng(2)
-    x = (rng.standard_normal(shape) * 3 + 50).astype(np.float32)  # a large mean: the variance must not cancel
+    # a large mean: the variance must not cancel
+    x = (rng.standard_normal(shape) * 3 + 50).astype(np.float32)
     ours = L.group_norm(groups, 1e-6)
     ours.build(shape)
     gamma, beta = rng.standard_normal((2, shape[-1])).astype(np.float32)
@@ -77,7 +80,8 @@ def test_layer_norm_matches_keras(dtype):
         layer.build(x.shape)
         layer.gamma.assign(gamma)
         layer.beta.assign(beta)
-    got, expected = (ops.convert_to_numpy(ops.cast(layer(x), "float32")) for layer in (ours, reference))
+    got, expected = (ops.convert_to_numpy(ops.cast(layer(x), "float32"))
+                     for layer in (ours, reference))
     tolerance = 1e-5 if dtype == "float32" else 2e-2
     assert keras.backend.standardize_dtype(ours(x).dtype) == dtype
     np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
@@ -91,4 +95,5 @@ def test_upsample_repeats_each_pixel_twice_along_both_axes():
     identity[1, 1] = np.eye(5)  # a 3x3 conv that passes its centre pixel through
     upsample.conv.kernel.assign(identity)
     upsample.conv.bias.assign(np.zeros(5, np.float32))
-    np.testing.assert_array_equal(ops.convert_to_numpy(upsample(x)), x.repeat(2, axis=1).repeat(2, axis=2))
+    np.testing.assert_array_equal(ops.convert_to_numpy(upsample(x)),
+                                  x.repeat(2, axis=1).repeat(2, axis=2))

@@ -1,5 +1,6 @@
-"""sdlib's layout: groups by job, lower layers never import higher ones, no import cycles, and building
-a pipeline loads none of the book's, the miniature world's, training's or the benchmarks' code."""
+"""sdlib's layout: groups by job, lower layers never import higher ones, no import cycles,
+and building a pipeline loads none of the book's, the miniature world's, training's or the
+benchmarks' code."""
 
 import ast
 import json
@@ -96,7 +97,8 @@ def test_no_import_cycles():
 
     # Importing sdlib.x.y from outside sdlib.x also runs sdlib/x/__init__.py.
     edges = {module: {target for imported, _, _ in found if imported in GRAPH
-                      for target in {imported} | (ancestors(imported) - ancestors(module) - {module})}
+                      for target in {imported} | (ancestors(imported) - ancestors(module)
+                                                  - {module})}
              for module, found in GRAPH.items()}
     state, stack, cycles = {}, [], []
 
@@ -120,7 +122,8 @@ def test_no_import_cycles():
 def test_building_a_pipeline_loads_no_book_mini_training_cli_or_benchmark_code():
     code = ("import json, sys, sdlib\n"
             "pipe = sdlib.StableDiffusion.from_preset('tiny')\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('sdlib', 'bench')))))\n")
+            "print(json.dumps(sorted(m for m in sys.modules"
+            " if m.startswith(('sdlib', 'bench')))))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          timeout=300).stdout
     loaded = json.loads(out.strip().splitlines()[-1])

@@ -44,8 +44,8 @@ def test_v_prediction_targets():
     alphas_bar = alphas_cumprod(presets.MINI_SHAPES_SCHEDULER)
     data = diffusion.NoisedLatents(latents, ids, ids[0], alphas_bar, batch_size=4, steps=1, seed=5,
                                caption_dropout=0.0, prediction_type="v_prediction")
-    eps_data = diffusion.NoisedLatents(latents, ids, ids[0], alphas_bar, batch_size=4, steps=1, seed=5,
-                                   caption_dropout=0.0)
+    eps_data = diffusion.NoisedLatents(latents, ids, ids[0], alphas_bar, batch_size=4, steps=1,
+                                       seed=5, caption_dropout=0.0)
     inputs, v = data[0]
     _, noise = eps_data[0]
     a = alphas_bar[inputs["timesteps"]][:, None, None, None]

@@ -1,5 +1,5 @@
-"""The three models' configs round-trip through Keras: get_config / from_config, serialization, and a
-whole ``.keras`` file; the configs read dicts the way diffusers' config files need."""
+"""The three models' configs round-trip through Keras: get_config / from_config, serialization, and
+a whole ``.keras`` file; the configs read dicts the way diffusers' config files need."""
 
 import dataclasses
 

@@ -1,8 +1,9 @@
 """sdlib against diffusers, number for number, on tiny random checkpoints made by diffusers itself.
 
-The fixtures (``tests/fixtures/``, made by ``tools/make_parity_fixtures.py``) hold a diffusers folder,
-the same weights as an original-layout single file (fp32 and bf16), and golden outputs computed with
-torch. Only numpy is needed here. Each test prints its max abs error (``pytest -s`` shows them).
+The fixtures (``tests/fixtures/``, made by ``tools/make_parity_fixtures.py``) hold a
+diffusers folder, the same weights as an original-layout single file (fp32 and bf16), and
+golden outputs computed with torch. Only numpy is needed here. Each test prints its max abs
+error (``pytest -s`` shows them).
 """
 
 
@@ -102,7 +103,8 @@ def test_ddim_timesteps(parts, golden):
 @pytest.mark.parametrize("case", ["sd", "trailing", "linspace", "alpha_one", "v_prediction",
                                   "no_clip_sample"])
 def test_ddim_steps(case, golden, golden_info):
-    scheduler = DDIMScheduler(SchedulerConfig.from_diffusers(golden_info["ddim"]["configs"][case]["given"]))
+    scheduler = DDIMScheduler(SchedulerConfig.from_diffusers(
+        golden_info["ddim"]["configs"][case]["given"]))
     steps = golden_info["ddim"]["num_inference_steps"]
     timesteps, alphas, alphas_prev = scheduler.step_alphas(steps)
     np.testing.assert_array_equal(timesteps, golden[f"ddim_{case}_timesteps"])
@@ -110,7 +112,8 @@ def test_ddim_steps(case, golden, golden_info):
     worst = 0.0
     for index, timestep in enumerate(timesteps):
         model_output = 0.1 * sample + timestep / 1000  # the fixture's dummy model
-        sample, pred_original = scheduler.step(model_output, sample, alphas[index], alphas_prev[index])
+        sample, pred_original = scheduler.step(model_output, sample, alphas[index],
+                                               alphas_prev[index])
         sample = keras.ops.convert_to_numpy(sample)
         expected_sample = golden[f"ddim_{case}_prev_sample"][index]
         expected_original = golden[f"ddim_{case}_pred_original_sample"][index]

@@ -85,7 +85,8 @@ def test_guidance_scale_changes_the_image(pipe):
 
 
 def test_compiled_loop_matches_the_stepped_loop_and_is_traced_once():
-    looped = sdlib.StableDiffusion.from_preset("tiny", img_height=64, img_width=48, compile_loop=True)
+    looped = sdlib.StableDiffusion.from_preset("tiny", img_height=64, img_width=48,
+                                               compile_loop=True)
     stepped = sdlib.StableDiffusion.from_preset("tiny", img_height=64, img_width=48)
     for steps, guidance, seed in [(3, 7.5, 0), (5, 1.0, 1), (2, 3.0, 2)]:
         a = looped.text_to_image("a", batch_size=2, num_steps=steps, guidance_scale=guidance,
@@ -99,7 +100,8 @@ def test_compiled_loop_matches_the_stepped_loop_and_is_traced_once():
 
 def test_an_inpainting_unet_has_nine_input_channels_and_four_channel_latents():
     configs = presets.tiny_configs()
-    configs["unet"] = dataclasses.replace(configs["unet"], in_channels=9)  # sd-v1-5-inpainting style
+    # sd-v1-5-inpainting style
+    configs["unet"] = dataclasses.replace(configs["unet"], in_channels=9)
     pipe = sdlib.StableDiffusion(random_components(configs), 64, 48, jit_compile=False)
     assert pipe.latent_shape == (8, 6, 4)  # from the VAE, not from unet.config.in_channels
     assert pipe.unet.config.out_channels == 4

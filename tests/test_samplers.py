@@ -1,4 +1,5 @@
-"""Euler and DPM-Solver++(2M) against diffusers' schedulers, step by step, and through the pipeline."""
+"""Euler and DPM-Solver++(2M) against diffusers' schedulers, step by step, and through the
+pipeline."""
 
 import json
 
@@ -25,8 +26,8 @@ def test_sampler_matches_diffusers_step_by_step(name, steps, config, golden, gol
     plan = sampler.plan(steps)
     key = f"{name}_{steps}"
     np.testing.assert_allclose(plan.timesteps, golden[f"{key}_timesteps"])
-    assert plan.init_noise_sigma == pytest.approx(golden_info["samplers"]["runs"][key]["init_noise_sigma"],
-                                                  rel=1e-6)
+    assert plan.init_noise_sigma == pytest.approx(
+        golden_info["samplers"]["runs"][key]["init_noise_sigma"], rel=1e-6)
     x = golden["ddim_sample"] * plan.init_noise_sigma
     outputs = run_plan(sampler, plan, lambda scaled, t: 0.1 * scaled + t / 1000, x)
     worst = 0.0
@@ -60,7 +61,8 @@ def test_pipeline_with_sampler_matches_diffusers(name, fixtures_dir, golden, gol
                                                  img_width=48, jit_compile=False)
     spec = golden_info["pipeline"]["cases"]["a"]
     noise = np.transpose(golden["pipe_a_noise"], (0, 2, 3, 1))
-    images = pipe.text_to_image(spec["prompt"][0], num_steps=4, guidance_scale=spec["guidance_scale"],
+    images = pipe.text_to_image(spec["prompt"][0], num_steps=4,
+                                guidance_scale=spec["guidance_scale"],
                                 diffusion_noise=noise, sampler=name, verbose=False)
     expected = golden[f"pipe_{name}_images"]
     difference = np.abs(images.astype(np.float64) / 255 - expected).max()
@@ -73,7 +75,8 @@ def test_pipeline_with_sampler_matches_diffusers(name, fixtures_dir, golden, gol
 @pytest.mark.parametrize("steps", [5, 12])
 def test_zero_terminal_snr_v_prediction_matches_diffusers(name, steps, fixtures_dir):
     """The mini-shapes schedule (Lin et al. 2024): rescaled betas, v-prediction, trailing steps.
-    Euler and DPM-Solver start from sigma 4096 (alpha_bar_T clamped to 2**-24, as diffusers does)."""
+    Euler and DPM-Solver start from sigma 4096 (alpha_bar_T clamped to 2**-24, as
+    diffusers does)."""
     info = json.loads((fixtures_dir / "zero_snr.json").read_text())
     reference = np.load(fixtures_dir / "zero_snr.npz")
     sampler = make_sampler(name, SchedulerConfig.from_diffusers(info["config"]))
@@ -105,7 +108,8 @@ def test_a_plan_from_a_start_step_is_the_tail_of_the_full_plan(name, config):
         # x0_previous term; B + C of the second-order row), the same rows after it.
         first, rest = tail.coefficients[0], tail.coefficients[1:]
         assert first[5] == 0.0
-        np.testing.assert_allclose(first[4], full.coefficients[start, 4] + full.coefficients[start, 5],
+        np.testing.assert_allclose(first[4],
+                                   full.coefficients[start, 4] + full.coefficients[start, 5],
                                    rtol=1e-6)
         np.testing.assert_array_equal(first[:4], full.coefficients[start, :4])
         np.testing.assert_array_equal(rest, full.coefficients[start + 1:])

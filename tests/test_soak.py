@@ -35,6 +35,7 @@ def test_200_calls_keep_memory_and_trace_count_flat():
             gc.collect()
             memory[call] = resident_mib()
             traces[call] = dict(pipe.trace_counts)
-    print(f"resident memory after call 20: {memory[20]:.0f} MiB, after call 200: {memory[200]:.0f} MiB")
+    print(f"resident memory after call 20: {memory[20]:.0f} MiB, "
+          f"after call 200: {memory[200]:.0f} MiB")
     assert memory[200] <= 1.10 * memory[20]
     assert traces[200] == traces[20]

@@ -29,7 +29,8 @@ def default_vocab_files() -> dict[str, str]:
 
 
 def write_tokenizer_folder(folder: Path, config_files: dict | None = None) -> Path:
-    """A diffusers-style tokenizer/ folder built from the shipped vocab, plus optional json configs."""
+    """A diffusers-style tokenizer/ folder built from the shipped vocab, plus optional json
+    configs."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in default_vocab_files().items():
         (folder / name).write_text(text, encoding="utf-8")

@@ -35,8 +35,9 @@ def test_long_titles_wrap_and_maps_take_the_colormap():
     plt.close(figure)
 
 
-@pytest.mark.parametrize("kwargs, message", [({"titles": ["one"]}, "1 titles for 2 images"),
-                                             ({"row_labels": ["a", "b"]}, "2 row labels for 1 rows")])
+@pytest.mark.parametrize("kwargs, message",
+                         [({"titles": ["one"]}, "1 titles for 2 images"),
+                          ({"row_labels": ["a", "b"]}, "2 row labels for 1 rows")])
 def test_mismatched_labels_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         image_grid(images(2), **kwargs)

@@ -2,8 +2,8 @@
 
     python tools/check_book.py _build/html [--screenshot outputs/book.png]
 
-For every chapter page: the formulas rendered (MathJax output elements in the DOM after scripts ran),
-the page shows images, and the Colab launch link points at the chapter's own .ipynb.
+For every chapter page: the formulas rendered (MathJax output elements in the DOM after scripts
+ran), the page shows images, and the Colab launch link points at the chapter's own .ipynb.
 """
 
 import argparse
@@ -25,7 +25,8 @@ def find_chromium():
         path = shutil.which(name)
         if path:
             return path
-    sys.exit("check_book: no Chromium found; install Debian's `chromium` (apt-get install chromium).")
+    sys.exit("check_book: no Chromium found; install Debian's `chromium` "
+             "(apt-get install chromium).")
 
 
 def render(chromium, page, extra=()):

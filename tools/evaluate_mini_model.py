@@ -23,7 +23,8 @@ def load(weights):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--weights", default=str(presets.MINI_SHAPES_WEIGHTS))
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--steps", type=int, default=50)
@@ -48,7 +49,8 @@ def main():
             seconds = time.time() - start
             results.append({"prompts": name, "count": len(prompts), "guidance": guidance,
                             "steps": args.steps, **scores, "seconds": seconds})
-            print(f"{name:10} {guidance:8.1f} " + " ".join(f"{100 * scores[c]:9.1f}%" for c in COLUMNS)
+            print(f"{name:10} {guidance:8.1f} "
+                  + " ".join(f"{100 * scores[c]:9.1f}%" for c in COLUMNS)
                   + f"  {seconds:7.1f}", flush=True)
     if args.json:
         with open(args.json, "w") as handle:

@@ -1,22 +1,27 @@
-"""Make the tiny random Stable Diffusion v1 checkpoints and golden outputs that sdlib's parity tests use.
+"""Make the tiny random Stable Diffusion v1 checkpoints and golden outputs that sdlib's parity
+tests use.
 
-A maintainer's script, run by hand in an environment with torch, diffusers and transformers (no network):
+A maintainer's script, run by hand in an environment with torch, diffusers and transformers
+(no network):
 
     refenv/bin/python tools/make_parity_fixtures.py            # writes tests/fixtures/
     refenv/bin/python tools/make_parity_fixtures.py --out DIR  # writes DIR/ instead
 
 It writes, under the output folder:
 
-- `tiny-sd/`: a diffusers StableDiffusionPipeline folder (fp32 files plus `*.fp16.safetensors` variants)
-  with the same module types and key patterns as SD v1.5, but 3 UNet levels, a 2-level VAE (scale factor 2),
-  a 2-layer CLIP text encoder and a 964-entry CLIP BPE vocabulary (the first 450 merges of OpenAI's).
-- `tiny-sd.safetensors` / `tiny-sd-bf16.safetensors`: the same weights in the original single-file layout
-  (`model.diffusion_model.*`, `first_stage_model.*`, `cond_stage_model.transformer.text_model.*`),
-  converted here and checked by loading them back with diffusers' `from_single_file`.
+- `tiny-sd/`: a diffusers StableDiffusionPipeline folder (fp32 files plus `*.fp16.safetensors`
+  variants) with the same module types and key patterns as SD v1.5, but 3 UNet levels, a 2-level
+  VAE (scale factor 2), a 2-layer CLIP text encoder and a 964-entry CLIP BPE vocabulary (the
+  first 450 merges of OpenAI's).
+- `tiny-sd.safetensors` / `tiny-sd-bf16.safetensors`: the same weights in the original single-file
+  layout (`model.diffusion_model.*`, `first_stage_model.*`,
+  `cond_stage_model.transformer.text_model.*`), converted here and checked by loading them back with
+  diffusers' `from_single_file`.
 - `golden.npz` + `golden.json`: reference outputs of diffusers/transformers in float32 on CPU.
 
-Every parameter is re-randomised with a seeded generator (norm gammas near 1, betas and biases nonzero),
-so a swapped gamma/beta or a missing transpose changes the numbers. Two runs give byte-identical files.
+Every parameter is re-randomised with a seeded generator (norm gammas near 1, betas and
+biases nonzero), so a swapped gamma/beta or a missing transpose changes the numbers. Two runs
+give byte-identical files.
 """
 
 import argparse
@@ -45,7 +50,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BPE_PATH = REPO_ROOT / "sdlib" / "assets" / "bpe_simple_vocab_16e6.txt.gz"
-# All 1,130 tensors of the real SD v1.5 (single-file key, diffusers key, shape), to check our key map.
+# All 1,130 tensors of the real SD v1.5 (single-file key, diffusers key, shape),
+# to check our key map.
 KEYMAP_PATHS = [
     REPO_ROOT / "tests" / "fixtures" / "sd15_keymap.tsv",
     REPO_ROOT.parent / "shared" / "reference" / "sd15_keymap_full.tsv",  # beside a checkout
@@ -115,7 +121,8 @@ DDIM_CONFIGS = {
 
 
 def randn(shape, seed):
-    """Standard normal float32 tensor from its own generator, so arrays do not depend on code order."""
+    """Standard normal float32 tensor from its own generator, so arrays do
+    not depend on code order."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
 
 
@@ -142,7 +149,8 @@ def bytes_to_unicode():
 
 
 def small_clip_vocab(num_merges):
-    """HF's vocab.json order (bytes, bytes + "</w>", merges, specials) cut to the first `num_merges` merges."""
+    """HF's vocab.json order (bytes, bytes + "</w>", merges, specials) cut to the
+    first `num_merges` merges."""
     lines = gzip.open(BPE_PATH).read().decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]][:num_merges]
     vocab = list(bytes_to_unicode().values())
@@ -161,8 +169,8 @@ def write_vocab_files(folder, vocab, merges):
 
 
 def build_tokenizer(vocab, merges):
-    """CLIPTokenizer from vocab.json + merges.txt as written to disk (from_pretrained would also store
-    loader arguments such as `is_local` in the saved tokenizer_config.json)."""
+    """CLIPTokenizer from vocab.json + merges.txt as written to disk (from_pretrained would also
+    store loader arguments such as `is_local` in the saved tokenizer_config.json)."""
     with tempfile.TemporaryDirectory() as folder:
         write_vocab_files(folder, vocab, merges)
         vocab = json.loads((Path(folder) / "vocab.json").read_text(encoding="utf-8"))
@@ -219,8 +227,8 @@ def build_pipeline(tokenizer):
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    # from_config keeps keys PNDM does not take (clip_sample) in its config, as in SD v1.5's file, so that
-    # DDIMScheduler.from_config(pipe.scheduler.config) sees clip_sample=False.
+    # from_config keeps keys PNDM does not take (clip_sample) in its config, as in SD v1.5's file,
+    # so that DDIMScheduler.from_config(pipe.scheduler.config) sees clip_sample=False.
     scheduler = PNDMScheduler.from_config(SD15_SCHEDULER)
     generator = torch.Generator().manual_seed(SEED)
     for model in (unet, vae, text_encoder):
@@ -239,7 +247,8 @@ def build_pipeline(tokenizer):
 
 @torch.no_grad()
 def randomise_(model, generator):
-    """Overwrite every parameter: weights ~ N(0, 1/fan_in), biases ~ N(0, 0.1^2), norms ~ (1, 0) + N(0, 0.1^2)."""
+    """Overwrite every parameter: weights ~ N(0, 1/fan_in), biases ~ N(0, 0.1^2),
+    norms ~ (1, 0) + N(0, 0.1^2)."""
     touched = set()
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
@@ -294,12 +303,14 @@ def rename_first(rest, names):
 
 
 def unet_original_key(key, config):
-    """A diffusers UNet2DConditionModel key -> its `model.diffusion_model.*` name (LDM's openaimodel.py)."""
+    """A diffusers UNet2DConditionModel key -> its `model.diffusion_model.*` name
+    (LDM's openaimodel.py)."""
     layers = config.layers_per_block
     for new, old in UNET_TOP_LEVEL.items():
         if key.startswith(new):
             return old + key[len(new) :]
-    # Each down level is `layers` (resnet[, attention]) entries then one downsampler; entry 0 is conv_in.
+    # Each down level is `layers` (resnet[, attention]) entries then one
+    # downsampler; entry 0 is conv_in.
     if m := re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
         level, kind, index, rest = int(m[1]), m[2], int(m[3]), m[4]
         block = 1 + level * (layers + 1) + index
@@ -312,7 +323,8 @@ def unet_original_key(key, config):
         return f"middle_block.{2 * int(m[1])}.{rename_first(m[2], UNET_RESNET_NAMES)}"
     if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
         return f"middle_block.1.{m[1]}"
-    # Each up level is `layers + 1` (resnet[, attention]) entries; the last also holds the upsampler.
+    # Each up level is `layers + 1` (resnet[, attention]) entries; the last
+    # also holds the upsampler.
     if m := re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
         level, kind, index, rest = int(m[1]), m[2], int(m[3]), m[4]
         block = level * (layers + 1) + index
@@ -328,7 +340,8 @@ def unet_original_key(key, config):
 
 
 def vae_original_key(key, config):
-    """A diffusers AutoencoderKL key -> its `first_stage_model.*` name (LDM's autoencoder / model.py)."""
+    """A diffusers AutoencoderKL key -> its `first_stage_model.*` name (LDM's
+    autoencoder / model.py)."""
     num_levels = len(config.block_out_channels)
     for part in ("encoder", "decoder"):
         if key.startswith(part + ".conv_norm_out."):
@@ -349,7 +362,8 @@ def vae_original_key(key, config):
         return f"encoder.down.{m[1]}.block.{m[2]}.{rest}"
     if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
         return f"encoder.down.{m[1]}.downsample.conv.{m[2]}"
-    # The decoder's up levels are numbered from the bottom (highest resolution) in LDM, from the top here.
+    # The decoder's up levels are numbered from the bottom (highest resolution) in
+    # LDM, from the top here.
     if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
         rest = rename_first(m[3], {"conv_shortcut": "nin_shortcut"})
         return f"decoder.up.{num_levels - 1 - int(m[1])}.block.{m[2]}.{rest}"
@@ -359,7 +373,8 @@ def vae_original_key(key, config):
 
 
 def to_single_file(pipe):
-    """The pipeline's weights as one SD v1 checkpoint dict, plus (single-file key, diffusers key) pairs."""
+    """The pipeline's weights as one SD v1 checkpoint dict, plus
+    (single-file key, diffusers key) pairs."""
     state, pairs = {}, []
     for key, tensor in pipe.unet.state_dict().items():
         pairs.append(("model.diffusion_model." + unet_original_key(key, pipe.unet.config), key))
@@ -371,7 +386,8 @@ def to_single_file(pipe):
         pairs.append(("first_stage_model." + original, key))
         state[pairs[-1][0]] = tensor
     for key, tensor in pipe.text_encoder.state_dict().items():
-        # transformers >= 5.6 flattens CLIPTextModel (no `text_model.`); real SD v1 files keep the prefix.
+        # transformers >= 5.6 flattens CLIPTextModel (no `text_model.`); real
+        # SD v1 files keep the prefix.
         pairs.append((CLIP_PREFIX + key.removeprefix("text_model."), key))
         state[pairs[-1][0]] = tensor
     assert len(state) == len(pairs), "two diffusers keys mapped to one single-file key"
@@ -401,21 +417,24 @@ INDEX = re.compile(
 
 
 def check_against_sd15_keymap(state, pairs):
-    """Our names must follow the real SD v1.5 ones: the same (single-file, diffusers) patterns, digits aside."""
+    """Our names must follow the real SD v1.5 ones: the same (single-file, diffusers)
+    patterns, digits aside."""
     keymap = next((path for path in KEYMAP_PATHS if path.exists()), None)
     if keymap is None:
         print("  (key-pattern check skipped: no SD v1.5 keymap found)")
         return
 
     def pattern(text):
-        # Collapse level/layer indices; keep the digits that name a layer inside a module (in_layers.0 vs .2).
+        # Collapse level/layer indices; keep the digits that name a layer inside a
+        # module (in_layers.0 vs .2).
         return INDEX.sub("#", text)
 
     reference = {}
     for line in keymap.read_text().splitlines():
         single, diffusers_key, shape = line.split("\t")
-        # The keymap drops CLIP's `text_model.` from single-file names; real files and diffusers' detector
-        # (`cond_stage_model.transformer.text_model.embeddings.position_embedding.weight`) have it.
+        # The keymap drops CLIP's `text_model.` from single-file names; real files and diffusers'
+        # detector (`cond_stage_model.transformer.text_model.embeddings.position_embedding.weight`)
+        # have it.
         single = single.replace(
             "cond_stage_model.transformer.", "cond_stage_model.transformer.text_model.", 1
         )
@@ -438,10 +457,12 @@ def check_against_sd15_keymap(state, pairs):
 
 def save_folder(pipe, folder, vocab, merges):
     pipe.save_pretrained(folder, safe_serialization=True)
-    # transformers 5 writes only tokenizer.json; SD repos (and sdlib's tokenizer) use vocab.json + merges.txt.
+    # transformers 5 writes only tokenizer.json; SD repos (and sdlib's tokenizer) use
+    # vocab.json + merges.txt.
     write_vocab_files(folder / "tokenizer", vocab, merges)
     with tempfile.TemporaryDirectory() as scratch:
-        # Save the fp16 copy elsewhere and take only its weights, so the fp32 configs stay as they are.
+        # Save the fp16 copy elsewhere and take only its weights, so the fp32
+        # configs stay as they are.
         half = StableDiffusionPipeline.from_pretrained(
             folder, torch_dtype=torch.float16, local_files_only=True
         )
@@ -467,8 +488,9 @@ def assert_same_weights(expected, actual, what, cast=None):
 
 
 def configs_only(folder, scratch):
-    """The folder without weights: diffusers' from_single_file silently takes a component's weights from
-    `config=` when it does not recognise that component in the checkpoint, which would hide a bad key map."""
+    """The folder without weights: diffusers' from_single_file silently takes a component's
+    weights from `config=` when it does not recognise that component in the checkpoint, which
+    would hide a bad key map."""
     shutil.copytree(
         folder, scratch, ignore=shutil.ignore_patterns("*.safetensors"), dirs_exist_ok=True
     )
@@ -487,7 +509,8 @@ def load_single_file(path, config, dtype=torch.float32):
 
 
 def verify(folder, single_fp32, single_bf16, expected, pairs):
-    """Load every file back with diffusers (offline, local configs only) and compare every tensor."""
+    """Load every file back with diffusers (offline, local configs only)
+    and compare every tensor."""
     fp32 = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
     assert_same_weights(expected, state_dicts(fp32), "folder (fp32)")
     fp16 = StableDiffusionPipeline.from_pretrained(
@@ -516,7 +539,8 @@ def verify(folder, single_fp32, single_bf16, expected, pairs):
                 {name: model.state_dict()},
                 f"{cls.__name__}.from_single_file",
             )
-        # Negative control: a changed tensor in each component's part of the file must show up after loading.
+        # Negative control: a changed tensor in each component's part of the file
+        # must show up after loading.
         state = load_file(single_fp32)
         probes = {}
         for prefix, component in (
@@ -548,7 +572,8 @@ def assert_lively(name, array, low=0.05, high=20.0):
     std = float(array.std())
     zero_fraction = float((np.abs(array) < 1e-6).mean())
     print(
-        f"  {name:28s} {str(array.shape):18s} std {std:7.3f}  max|x| {float(np.abs(array).max()):7.3f}"
+        f"  {name:28s} {str(array.shape):18s} std {std:7.3f}  "
+        f"max|x| {float(np.abs(array).max()):7.3f}"
     )
     assert low < std < high and zero_fraction < 0.01, (name, std, zero_fraction)
 
@@ -602,7 +627,10 @@ def golden_models(pipe, arrays, meta):
     ).sample.numpy()
     meta["unet"] = dict(
         call="unet(unet_sample, unet_timesteps, encoder_hidden_states=unet_context).sample",
-        odd="unet(unet_odd_sample, unet_timesteps[:1], encoder_hidden_states=unet_context[:1]).sample",
+        odd=(
+            "unet(unet_odd_sample, unet_timesteps[:1], "
+            "encoder_hidden_states=unet_context[:1]).sample"
+        ),
     )
 
     image = 2.0 * torch.rand((1, 3, 32, 48), generator=torch.Generator().manual_seed(3)) - 1.0
@@ -620,7 +648,10 @@ def golden_models(pipe, arrays, meta):
         scaling_factor=vae.config.scaling_factor,
     )
 
-    lively = ["text_hidden", "unet_time_emb", "unet_out", "unet_odd_out", "vae_mean", "vae_logvar", "vae_decoded"]
+    lively = [
+        "text_hidden", "unet_time_emb", "unet_out", "unet_odd_out", "vae_mean", "vae_logvar",
+        "vae_decoded",
+    ]
     for name in lively:
         assert_lively(name, arrays[name])
 
@@ -657,7 +688,10 @@ def golden_ddim(pipe, arrays, meta):
         num_inference_steps=DDIM_STEPS,
         eta=0.0,
         dummy_model=DDIM_DUMMY_MODEL,
-        loop="for t in timesteps: out = step(dummy(sample, t), t, sample, eta=0); sample = out.prev_sample",
+        loop=(
+            "for t in timesteps: out = step(dummy(sample, t), t, sample, eta=0); "
+            "sample = out.prev_sample"
+        ),
         configs=configs,
     )
 
@@ -707,12 +741,16 @@ def golden_samplers(pipe, arrays, meta):
         classes=SAMPLER_CLASSES, steps=list(SAMPLER_STEPS), runs=info,
         dummy_model="model_output = 0.1 * scheduler.scale_model_input(sample, t) + t / 1000",
         start="ddim_sample * init_noise_sigma",
-        pipeline=f"case a (prompt, noise, guidance) with {SAMPLER_PIPELINE_STEPS} steps: pipe_<sampler>_images",
+        pipeline=(
+            f"case a (prompt, noise, guidance) with {SAMPLER_PIPELINE_STEPS} steps: "
+            "pipe_<sampler>_images"
+        ),
     )
 
 
 def run_pipeline(pipe, spec, noise):
-    """diffusers' StableDiffusionPipeline on given noise; also returns the latents before the VAE."""
+    """diffusers' StableDiffusionPipeline on given noise; also returns the
+    latents before the VAE."""
     final = {}
 
     def keep_latents(pipeline, step, timestep, tensors):
@@ -751,7 +789,8 @@ def golden_pipeline(pipe, arrays, meta):
         arrays[f"pipe_{case}_images_uint8"] = (images * 255).round().astype(np.uint8)
         saturated = float(((images == 0.0) | (images == 1.0)).mean())
         print(
-            f"  pipe_{case}_images {images.shape} mean {images.mean():.3f}, {saturated:.0%} clipped to 0 or 1"
+            f"  pipe_{case}_images {images.shape} mean {images.mean():.3f}, "
+            f"{saturated:.0%} clipped to 0 or 1"
         )
         assert saturated < 0.5 and images.std() > 0.02
         cases[case] = dict(
@@ -764,10 +803,13 @@ def golden_pipeline(pipe, arrays, meta):
     meta["pipeline"] = dict(
         scheduler="DDIMScheduler.from_config(tiny-sd/scheduler/scheduler_config.json), eta 0",
         call=(
-            "pipe(prompt, negative_prompt=..., num_inference_steps=3, guidance_scale=..., latents=pipe_X_noise, "
-            "height=32, width=48, output_type='np').images"
+            "pipe(prompt, negative_prompt=..., num_inference_steps=3, guidance_scale=..., "
+            "latents=pipe_X_noise, height=32, width=48, output_type='np').images"
         ),
-        latents="pipe_X_latents: the latents after the last scheduler step, before vae.decode(latents / 0.18215)",
+        latents=(
+            "pipe_X_latents: the latents after the last scheduler step, "
+            "before vae.decode(latents / 0.18215)"
+        ),
         images_uint8="(images * 255).round().astype(uint8)",
         cases=cases,
     )

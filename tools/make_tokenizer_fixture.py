@@ -1,4 +1,5 @@
-"""Write tests/fixtures/tokenizer_golden.json: token ids from HuggingFace transformers' CLIPTokenizer.
+"""Write tests/fixtures/tokenizer_golden.json: token ids from HuggingFace
+transformers' CLIPTokenizer.
 
 A maintainer's script, run by hand in an environment with transformers (never imported by sdlib or
 its tests):
@@ -213,8 +214,9 @@ def main() -> None:
         )
         golden = {
             "about": (
-                "Token ids from transformers' CLIPTokenizer, loaded from vocab.json + merges.txt derived "
-                "from sdlib/assets/bpe_simple_vocab_16e6.txt.gz; written by tools/make_tokenizer_fixture.py."
+                "Token ids from transformers' CLIPTokenizer, loaded from vocab.json + merges.txt "
+                "derived from sdlib/assets/bpe_simple_vocab_16e6.txt.gz; written by "
+                "tools/make_tokenizer_fixture.py."
             ),
             "transformers": transformers.__version__,
             "tokenizers": tokenizers.__version__,
@@ -233,7 +235,8 @@ def main() -> None:
             print("CLIPTokenizerFast agrees on every prompt")
         else:
             print(
-                "CLIPTokenizerFast is CLIPTokenizer in this transformers; nothing separate to compare"
+                "CLIPTokenizerFast is CLIPTokenizer in this transformers; "
+                "nothing separate to compare"
             )
 
         vocab = json.loads((vocab_folder / "vocab.json").read_text(encoding="utf-8"))
@@ -265,7 +268,8 @@ def main() -> None:
 
 
 def dumps_compact(golden: dict) -> str:
-    """JSON with one case per line, ASCII-escaped so NFC/NFD and invisible characters stay visible."""
+    """JSON with one case per line, ASCII-escaped so NFC/NFD and invisible characters stay
+    visible."""
     lines = ["{"]
     for index, (key, value) in enumerate(golden.items()):
         comma = "," if index < len(golden) - 1 else ""

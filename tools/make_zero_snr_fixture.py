@@ -5,10 +5,11 @@ A maintainer's script, run by hand in an environment with torch and diffusers (n
 
     refenv/bin/python tools/make_zero_snr_fixture.py     # writes tests/fixtures/zero_snr.{npz,json}
 
-Each scheduler is built ``from_config`` of the config below and run with a dummy model applied to the
-scaled model input, model_output = 0.1 * scale_model_input(x, t) + t / 1000, from a seeded start.
-Arithmetic is float64 (the schedulers' sigmas cast up): Euler starts at sigma 4096 and its float32 update
-cancels large terms, so diffusers' float32 run differs from its own float64 run by up to 7e-4.
+Each scheduler is built ``from_config`` of the config below and run with a dummy model applied
+to the scaled model input, model_output = 0.1 * scale_model_input(x, t) + t / 1000, from a
+seeded start. Arithmetic is float64 (the schedulers' sigmas cast up): Euler starts at sigma 4096
+and its float32 update cancels large terms, so diffusers' float32 run differs from its own
+float64 run by up to 7e-4.
 """
 
 import argparse
@@ -56,7 +57,8 @@ def main():
     out = Path(args.out)
     np.savez_compressed(out / "zero_snr.npz", **arrays)
     info = dict(config=CONFIG, classes=CLASSES, runs=runs, diffusers=diffusers.__version__,
-                torch=torch.__version__, start="np.random.default_rng(7).standard_normal((2, 8, 8, 4))",
+                torch=torch.__version__,
+                start="np.random.default_rng(7).standard_normal((2, 8, 8, 4))",
                 arithmetic="float64",
                 dummy_model="0.1 * scheduler.scale_model_input(sample, t) + t / 1000")
     (out / "zero_snr.json").write_text(json.dumps(info, indent=1) + "\n")

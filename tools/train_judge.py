@@ -108,7 +108,8 @@ def main() -> None:
         )
     )
     print(
-        f"\nwrote {args.output} ({os.path.getsize(args.output) / 1024:.0f} KiB); reload identical: {same}"
+        f"\nwrote {args.output} ({os.path.getsize(args.output) / 1024:.0f} KiB); "
+        f"reload identical: {same}"
     )
 
 

@@ -1,7 +1,7 @@
 """Train Stable Diffusion in miniature end to end and export it as sdlib package data.
 
-    python tools/train_mini_model.py                       # the full schedule (~55 min on 2 cores)
-    python tools/train_mini_model.py --out /tmp/mini.safetensors --vae-steps 200 --diffusion-steps 300
+    python tools/train_mini_model.py             # the full schedule (~55 min on 2 cores)
+    python tools/train_mini_model.py --out mini.safetensors --vae-steps 200 --diffusion-steps 300
 
 Seeded: a rerun gives a model of the same quality. Stages (``sdlib.mini.train.train_mini_model``):
 data -> autoencoder -> latents (scaled to unit variance, like SD's 0.18215) -> text encoder + UNet
@@ -19,7 +19,8 @@ from sdlib.tokenizer import CLIPTokenizer
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--out", default=str(presets.MINI_SHAPES_WEIGHTS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-images", type=int, default=40_000)

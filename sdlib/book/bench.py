@@ -4,9 +4,9 @@ KerasCV", Chollet et al. 2022).
 
 A mode's *cold* time is building the pipeline plus its first image (tracing and compiling included);
 its *warm* time is the median of later calls. Cold-start honesty: ``run_modes`` measures every mode
-in one process, so a mode that runs after another shares the imports, the backend's kernel caches and
-the warmed-up allocator, and its cold time comes out too low. ``cold_start_subprocess`` measures one
-mode in a fresh Python process (same interpreter, same environment), imports included.
+in one process, so a mode that runs after another shares the imports, the backend's kernel caches
+and the warmed-up allocator, and its cold time comes out too low. ``cold_start_subprocess`` measures
+one mode in a fresh Python process (same interpreter, same environment), imports included.
 """
 
 import datetime

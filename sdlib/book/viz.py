@@ -3,8 +3,8 @@
     show_images(images, titles=["seed 0", "seed 1"], suptitle=prompt)
     show_images(pictures, titles=column_titles, columns=4, row_labels=prompts)  # rows x columns
 
-uint8 RGB images (H, W, 3) are drawn as they are; 2-D arrays (a latent channel, an attention map) with
-``cmap`` and the ``vmin`` / ``vmax`` given. Long titles wrap to the width of their panel.
+uint8 RGB images (H, W, 3) are drawn as they are; 2-D arrays (a latent channel, an attention map)
+with ``cmap`` and the ``vmin`` / ``vmax`` given. Long titles wrap to the width of their panel.
 """
 
 import textwrap
@@ -26,9 +26,9 @@ def image_grid(images, titles=None, columns=None, row_labels=None, suptitle=None
     if row_labels is not None and len(row_labels) != rows:
         raise ValueError(f"{len(row_labels)} row labels for {rows} rows: give one per row.")
     title_lines = max((len(_wrap(title, size)) for title in titles if title), default=0)
-    figure, axes = plt.subplots(rows, columns, squeeze=False,
-                                figsize=(size * columns + (1.2 if row_labels else 0),
-                                         rows * (size + 0.18 * title_lines) + (0.4 if suptitle else 0)))
+    width = size * columns + (1.2 if row_labels else 0)
+    height = rows * (size + 0.18 * title_lines) + (0.4 if suptitle else 0)
+    figure, axes = plt.subplots(rows, columns, squeeze=False, figsize=(width, height))
     for index, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])

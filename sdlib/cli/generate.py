@@ -57,8 +57,9 @@ def add_parser(commands):
                           help="a diffusers folder, a .safetensors file or a hub repo id")
     generate.add_argument("--height", type=int, default=None)
     generate.add_argument("--width", type=int, default=None)
-    generate.add_argument("--no-jit", action="store_true", help="run without XLA compilation (default: the "
-                          "mode measured fastest for the model on this device)")
+    generate.add_argument("--no-jit", action="store_true",
+                          help="run without XLA compilation (default: the mode measured fastest "
+                          "for the model on this device)")
     generate.set_defaults(run=run)
 
 
@@ -75,7 +76,8 @@ def run(args):
             args.weights, img_height=args.height or 512, img_width=args.width or 512,
             jit_compile=False if args.no_jit else "auto")
     else:
-        preset = args.preset or ("sd-v1-5" if os.environ.get("SDLIB_SD15_WEIGHTS") else DEFAULT_PRESET)
+        real_weights = os.environ.get("SDLIB_SD15_WEIGHTS")
+        preset = args.preset or ("sd-v1-5" if real_weights else DEFAULT_PRESET)
         if preset == "mini-shapes" and not args.preset:
             print("using mini-shapes, the miniature model shipped with sdlib (offline default; "
                   "--weights PATH or $SDLIB_SD15_WEIGHTS for real Stable Diffusion)")

@@ -1,6 +1,6 @@
-"""Reading checkpoints into :class:`Components`: diffusers folders, original single files, sdlib's own
-files (``safetensors`` only, never a pickle), from a path or the hub. Imports ``models``, ``sampling``
-and ``presets``; nothing above them."""
+"""Reading checkpoints into :class:`Components`: diffusers folders, original single files, sdlib's
+own files (``safetensors`` only, never a pickle), from a path or the hub. Imports ``models``,
+``sampling`` and ``presets``; nothing above them."""
 
 from sdlib.loading.build import Components
 from sdlib.loading.checkpoint import Checkpoint, open_checkpoint, preset_weights

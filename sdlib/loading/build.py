@@ -1,9 +1,9 @@
 """Models from configs, and :class:`Components`, the one value every loader returns.
 
-A loader builds the three models with zero weights (creating 1.07 B random numbers would cost
-~15-20 s on a 2-core CPU, and the checkpoint's values replace them anyway), then assigns the file's
-tensors. Random weights (the ``tiny`` preset, ``load_weights=False``) are zeros and then seeded values,
-the same on every backend.
+A loader builds the three models with zero weights (creating 1.07 B random numbers would cost ~15-20
+s on a 2-core CPU, and the checkpoint's values replace them anyway), then assigns the file's
+tensors. Random weights (the ``tiny`` preset, ``load_weights=False``) are zeros and then seeded
+values, the same on every backend.
 """
 
 import contextlib
@@ -26,7 +26,8 @@ MODEL_NAMES = ("text_encoder", "unet", "vae")
 class Components:
     """What a Stable Diffusion pipeline is made of: ``StableDiffusion(components, ...)``.
 
-    ``dataclasses.replace(pipe.components, unet=other_unet)`` makes a pipeline with one part swapped.
+    ``dataclasses.replace(pipe.components, unet=other_unet)`` makes a pipeline with one part
+    swapped.
     """
 
     text_encoder: CLIPTextEncoder
@@ -80,7 +81,7 @@ def check_unet_context(configs):
 
 
 def default_tokenizer(text_config):
-    """CLIP's tokenizer (the vocabulary shipped with sdlib), padded to the text encoder's positions."""
+    """CLIP's tokenizer (vocabulary shipped with sdlib), padded to the text encoder's positions."""
     return CLIPTokenizer.from_default(max_length=text_config.max_position_embeddings)
 
 

@@ -1,9 +1,10 @@
 """What ``from_pretrained`` and ``from_preset`` read, in two steps: the configs, then the weights.
 
-A checkpoint is a diffusers folder, an original-layout single file or an sdlib file (a path, or a hub
-repo id that is downloaded first). :func:`open_checkpoint` reads only its configs, so the pipeline can
-choose the device mode ("auto", ``sdlib.device``) from the UNet's size before any weight exists;
-``Checkpoint.load(dtype)`` then builds the models in that dtype and assigns the file's tensors.
+A checkpoint is a diffusers folder, an original-layout single file or an sdlib file (a path, or a
+hub repo id that is downloaded first). :func:`open_checkpoint` reads only its configs, so the
+pipeline can choose the device mode ("auto", ``sdlib.device``) from the UNet's size before any
+weight exists; ``Checkpoint.load(dtype)`` then builds the models in that dtype and assigns the
+file's tensors.
 """
 
 import dataclasses
@@ -52,8 +53,8 @@ def open_checkpoint(path_or_repo_id, variant=None, token=None, config_path=None)
 
 
 def preset_weights(preset):
-    """Where a preset's weights are: a local copy named by its environment variable, the file shipped
-    in the package, or its hub repo id; None for a preset of random weights."""
+    """Where a preset's weights are: a local copy named by its environment variable, the file
+    shipped in the package, or its hub repo id; None for a preset of random weights."""
     if preset.weights_env and os.environ.get(preset.weights_env):
         return os.environ[preset.weights_env]
     if preset.shipped_weights is not None:

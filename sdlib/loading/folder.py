@@ -67,7 +67,8 @@ def weights_path(folder, component, variant):
     if pickles:
         refuse_pickle(os.path.join(subfolder, pickles[0]))
     wanted = names[0]
-    raise CheckpointError(f"{subfolder} holds no {wanted} (found: {sorted(os.listdir(subfolder))}).")
+    found = sorted(os.listdir(subfolder))
+    raise CheckpointError(f"{subfolder} holds no {wanted} (found: {found}).")
 
 
 def folder_tokenizer(folder, text_config):

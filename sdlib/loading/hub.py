@@ -8,15 +8,15 @@ import re
 
 LICENSE_NOTICE = (
     "Stable Diffusion v1 weights are licensed under the CreativeML OpenRAIL-M license "
-    "(https://huggingface.co/spaces/CompVis/stable-diffusion-license): by using them you accept its "
-    "use-based restrictions."
+    "(https://huggingface.co/spaces/CompVis/stable-diffusion-license): by using them you accept "
+    "its use-based restrictions."
 )
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _NOTICE_SHOWN = set()
 
 
 def resolve(path_or_repo_id, variant=None, token=None):
-    """A local path as it is; a hub repo id downloaded (safetensors and configs only) to the cache."""
+    """A local path as it is; a hub repo id downloaded (safetensors, configs) to the cache."""
     if not isinstance(path_or_repo_id, (str, os.PathLike)):
         raise TypeError("from_pretrained needs a folder, a .safetensors file or a hub repo id "
                         f"(str), got a {type(path_or_repo_id).__name__}.")
@@ -45,6 +45,7 @@ def download(repo_id, variant=None, token=None):
     try:
         return huggingface_hub.snapshot_download(repo_id, allow_patterns=patterns, token=token)
     except Exception as error:  # network, auth, missing repo: all end the same way for the reader
-        raise OSError(f"Could not download {repo_id!r} from the Hugging Face Hub ({type(error).__name__}: "
-                      f"{error}). Without network, download the folder elsewhere and pass its path "
-                      "to from_pretrained; the mini-shapes preset works offline.") from None
+        raise OSError(f"Could not download {repo_id!r} from the Hugging Face Hub "
+                      f"({type(error).__name__}: {error}). Without network, download the folder "
+                      "elsewhere and pass its path to from_pretrained; the mini-shapes preset "
+                      "works offline.") from None

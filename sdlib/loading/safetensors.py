@@ -1,8 +1,8 @@
 """Reading safetensors files as numpy, without torch, and refusing pickles.
 
-Pickled checkpoints (``.ckpt``, ``.bin``, ...) are refused whatever their name says: unpickling can run
-arbitrary code. A safetensors header is checked before any tensor is read, so a truncated download
-says so instead of failing somewhere inside the reader.
+Pickled checkpoints (``.ckpt``, ``.bin``, ...) are refused whatever their name says: unpickling can
+run arbitrary code. A safetensors header is checked before any tensor is read, so a truncated
+download says so instead of failing somewhere inside the reader.
 """
 
 import json
@@ -85,7 +85,7 @@ def read_metadata(path) -> dict:
 
 
 def read_safetensors(path) -> dict:
-    """Read every tensor of a .safetensors file as numpy (fp32, fp16 and bf16 alike), without torch."""
+    """Every tensor of a .safetensors file as numpy (fp32, fp16 and bf16 alike), without torch."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No checkpoint file at {path}.")
@@ -98,7 +98,7 @@ def read_safetensors(path) -> dict:
 
 
 def read_weights(path) -> dict:
-    """One safetensors file, or the shards its ``<path>.index.json`` lists (large diffusers files)."""
+    """One safetensors file, or the shards its ``<path>.index.json`` lists (large files)."""
     path = os.fspath(path)
     if os.path.isfile(path):
         return read_safetensors(path)

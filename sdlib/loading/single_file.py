@@ -1,10 +1,12 @@
-"""Reading the original Stable Diffusion single-file checkpoint: its keys renamed to diffusers names.
+"""Reading the original Stable Diffusion single-file checkpoint: its keys renamed to diffusers
+names.
 
 The CompVis/RunwayML file (``v1-5-pruned-emaonly.safetensors``) stores the UNet under
 ``model.diffusion_model.``, the VAE under ``first_stage_model.`` and the CLIP text encoder under
-``cond_stage_model.transformer.``. The UNet numbers its blocks flat (``input_blocks.4``); diffusers nests
-them (``down_blocks.1.resnets.0``). The renaming needs the config (levels, layers per block, which levels
-have attention), so it is computed, not tabulated; ``tests/fixtures/sd15_keymap.tsv`` checks it.
+``cond_stage_model.transformer.``. The UNet numbers its blocks flat (``input_blocks.4``); diffusers
+nests them (``down_blocks.1.resnets.0``). The renaming needs the config (levels, layers per block,
+which levels have attention), so it is computed, not tabulated; ``tests/fixtures/sd15_keymap.tsv``
+checks it.
 """
 
 import re
@@ -23,7 +25,8 @@ IGNORED = re.compile(r"^(alphas_cumprod.*|betas|model_ema\..*|.*position_ids|"
                      r"logvar)$")
 
 _UNET_RESNET = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj",
-                "out_layers.0": "norm2", "out_layers.3": "conv2", "skip_connection": "conv_shortcut"}
+                "out_layers.0": "norm2", "out_layers.3": "conv2",
+                "skip_connection": "conv_shortcut"}
 _VAE_ATTENTION = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v",
                   "proj_out": "to_out.0"}
 
@@ -43,7 +46,7 @@ def detect_family(keys) -> str | None:
 
 
 def split_components(state_dict, unet_config, vae_config):
-    """Split a single-file state dict into diffusers-named ``{"unet", "vae", "text_encoder"}`` dicts."""
+    """A single-file state dict split into diffusers-named "unet", "vae", "text_encoder" dicts."""
     parts = {"unet": {}, "vae": {}, "text_encoder": {}}
     unknown = []
     for key, value in state_dict.items():
@@ -63,8 +66,9 @@ def split_components(state_dict, unet_config, vae_config):
 def unet_key(key, config):
     """``input_blocks.4.1.proj_in.weight`` -> ``down_blocks.1.attentions.0.proj_in.weight``."""
     per_level = config.layers_per_block + 1
-    simple = {"time_embed.0.": "time_embedding.linear_1.", "time_embed.2.": "time_embedding.linear_2.",
-              "input_blocks.0.0.": "conv_in.", "out.0.": "conv_norm_out.", "out.2.": "conv_out."}
+    simple = {"time_embed.0.": "time_embedding.linear_1.",
+              "time_embed.2.": "time_embedding.linear_2.", "input_blocks.0.0.": "conv_in.",
+              "out.0.": "conv_norm_out.", "out.2.": "conv_out."}
     for old, new in simple.items():
         if key.startswith(old):
             return new + key[len(old):]
@@ -103,7 +107,8 @@ def _unet_inner(kind, rest):
 
 
 def vae_key(key, config):
-    """``decoder.up.0.block.1.nin_shortcut.weight`` -> ``decoder.up_blocks.3.resnets.1.conv_shortcut...``."""
+    """``decoder.up.0.block.1.nin_shortcut.weight`` ->
+    ``decoder.up_blocks.3.resnets.1.conv_shortcut...``."""
     levels = len(config.block_out_channels)
     key = key.replace("norm_out.", "conv_norm_out.").replace("nin_shortcut.", "conv_shortcut.")
     match = re.match(r"(encoder|decoder)\.mid\.(block_1|block_2|attn_1)\.(.*)", key)
@@ -129,7 +134,7 @@ def vae_key(key, config):
 
 
 def single_file_configs(config_path=None):
-    """A single file holds no configs: those of the diffusers folder ``config_path``, else SD v1.5's."""
+    """A single file has no configs: the diffusers folder ``config_path``'s, else SD v1.5's."""
     return read_folder_configs(config_path) if config_path is not None else sd15_configs()
 
 

@@ -1,9 +1,10 @@
 """Assigning a PyTorch-named state dict to a Keras model: strictly, all or nothing.
 
-Every model weight must be in the state dict with the right shape, and every tensor in it must belong to
-the model; a bad file never leaves the model half loaded. Names come from the models' attribute names
-(:func:`sdlib.models.layers.named_leaf_layers`), which follow diffusers and transformers, so no table
-maps them. Single-file keys are renamed to these names first (:mod:`sdlib.loading.single_file`).
+Every model weight must be in the state dict with the right shape, and every tensor in it must
+belong to the model; a bad file never leaves the model half loaded. Names come from the models'
+attribute names (:func:`sdlib.models.layers.named_leaf_layers`), which follow diffusers and
+transformers, so no table maps them. Single-file keys are renamed to these names first
+(:mod:`sdlib.loading.single_file`).
 """
 
 import numpy as np
@@ -79,7 +80,8 @@ def load_state_dict(model, state_dict, component, source="checkpoint"):
             )
         converted[name] = array
     if wrong_shapes:
-        problems.append(f"{len(wrong_shapes)} tensor(s) of the wrong shape: {_listing(wrong_shapes, 3)}")
+        problems.append(f"{len(wrong_shapes)} tensor(s) of the wrong shape: "
+                        f"{_listing(wrong_shapes, 3)}")
     if problems:
         raise CheckpointError(
             f"The {component} weights in {source} do not match the {component} built from its "

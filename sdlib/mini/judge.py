@@ -162,7 +162,7 @@ class ShapesJudge:
     # === Inference ===
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 512) -> dict[str, np.ndarray]:
-        """uint8 (N, H, W, 3), resized to 64x64 if needed -> attr -> (N, num_values) probabilities."""
+        """uint8 (N, H, W, 3), resized to 64x64 if needed -> attr -> (N, values) probabilities."""
         images = np.asarray(images)
         if images.ndim == 3:
             images = images[None]
@@ -224,7 +224,8 @@ class ShapesJudge:
         expected = {w.path for w in judge.model.weights}
         if set(tensors) != expected:
             raise ValueError(
-                f"{path}: missing {sorted(expected - set(tensors))}, unexpected {sorted(set(tensors) - expected)}"
+                f"{path}: missing {sorted(expected - set(tensors))}, "
+                f"unexpected {sorted(set(tensors) - expected)}"
             )
         for w in judge.model.weights:
             w.assign(tensors[w.path])

@@ -252,7 +252,8 @@ def _shape_coverage(
     else:  # isosceles triangle pointing up, as wide as it is tall
         draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=255)
     if blob > 0:
-        # Melt the shape: blur, then cut at the level that keeps its area. blob=1 is close to a disk.
+        # Melt the shape: blur, then cut at the level that keeps its area. blob=1 is close to a
+        # disk.
         area = int(np.count_nonzero(np.asarray(canvas)))
         blurred = np.asarray(canvas.filter(ImageFilter.GaussianBlur(blob * r)), dtype=np.float32)
         flat = blurred.ravel()
@@ -271,8 +272,8 @@ def render(
     """Draw one image, (64, 64, 3) uint8.
 
     rng=None draws the nominal shape, deterministic; with an rng, position, size and colors jitter.
-    blob in [0, 1] melts the shape toward a round blob of the same area (0: crisp; 1: nearly a disk),
-    to imitate what a weak generator makes of corners.
+    blob in [0, 1] melts the shape toward a round blob of the same area (0: crisp; 1: nearly a
+    disk), to imitate what a weak generator makes of corners.
     """
     cx, cy = POSITION_CENTER[spec.position]
     size_px = SIZE_PX[spec.size]

@@ -1,8 +1,8 @@
 """The mini-shapes recipe: Stable Diffusion in miniature trained on the procedural shapes.
 
-Two stages, as in latent diffusion: the autoencoder first (its loss weighs the object's pixels, which
-plain MSE would leave rounded), then text encoder and UNet together on its latents. Seeded end to end;
-``tools/train_mini_model.py`` runs it and writes the shipped weights.
+Two stages, as in latent diffusion: the autoencoder first (its loss weighs the object's pixels,
+which plain MSE would leave rounded), then text encoder and UNet together on its latents. Seeded end
+to end; ``tools/train_mini_model.py`` runs it and writes the shipped weights.
 """
 
 import dataclasses
@@ -21,7 +21,8 @@ def background_weights(images, object_weight=5.0, threshold=24):
     Plain MSE is dominated by the background, which leaves small squares and triangles rounded.
     The background colour is the median of the border pixels.
     """
-    border = np.concatenate([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1)
+    edges = [images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]]  # 4 x (N, 64, 3)
+    border = np.concatenate(edges, axis=1)
     background = np.median(border, axis=1)[:, None, None, :]  # (N, 1, 1, 3)
     mask = np.abs(images.astype(np.int16) - background).max(axis=-1, keepdims=True) > threshold
     return (1.0 + (object_weight - 1.0) * mask).astype(np.float32)

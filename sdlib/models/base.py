@@ -1,8 +1,10 @@
-"""What the three models share: one config dataclass that ``get_config`` / ``from_config`` round-trip.
+"""What the three models share: one config dataclass that ``get_config`` / ``from_config``
+round-trip.
 
-Keras rebuilds a model from ``get_config()`` with ``from_config`` (``keras.saving.load_model``, cloning,
-``keras.saving.deserialize_keras_object``), as keras-hub's backbones do with their long constructor
-arguments. Here the constructor argument is the config dataclass, stored as a plain dict.
+Keras rebuilds a model from ``get_config()`` with ``from_config`` (``keras.saving.load_model``,
+cloning, ``keras.saving.deserialize_keras_object``), as keras-hub's backbones do with their long
+constructor arguments. Here the constructor argument is the config dataclass, stored as a plain
+dict.
 """
 
 import keras

@@ -1,9 +1,10 @@
 """Building blocks shared by the UNet, the VAE and the text encoder.
 
 Every block names its sub-layers after the attributes of the matching PyTorch module in diffusers /
-transformers (``norm1``, ``conv1``, ``to_out.0`` ...). :func:`named_leaf_layers` walks those attributes,
-so the weight loader maps a checkpoint key such as ``down_blocks.0.resnets.1.conv1.weight`` onto a Keras
-variable without a hand-written table. NHWC everywhere.
+transformers (``norm1``, ``conv1``, ``to_out.0`` ...). :func:`named_leaf_layers` walks those
+attributes, so the weight loader maps a checkpoint key such as
+``down_blocks.0.resnets.1.conv1.weight`` onto a Keras variable without a hand-written table. NHWC
+everywhere.
 """
 
 import contextlib
@@ -29,7 +30,8 @@ _FAST_INIT = [False]
 def fast_init():
     """Create weights with zeros instead of random values (for weights that get loaded right after).
 
-    Random initialisation of 1.07 B parameters costs ~15-20 s on a 2-core CPU; zeros cost almost nothing.
+    Random initialisation of 1.07 B parameters costs ~15-20 s on a 2-core CPU; zeros cost almost
+    nothing.
     """
     previous = _FAST_INIT[0]
     _FAST_INIT[0] = True
@@ -74,7 +76,8 @@ def dense(units, use_bias=True, dtype=None, name=None):
 def expand_groups(per_group, batch, groups, width):
     """(B, G, 1) -> (B, 1, G * W): each channel gets the value of its group (a broadcast, not
     ``ops.repeat``, which TensorFlow builds from a dozen ops)."""
-    return ops.reshape(ops.broadcast_to(per_group, (batch, groups, width)), (batch, 1, groups * width))
+    per_channel = ops.broadcast_to(per_group, (batch, groups, width))  # (B, G, W)
+    return ops.reshape(per_channel, (batch, 1, groups * width))
 
 
 class GroupNorm(keras.layers.GroupNormalization):
@@ -99,7 +102,8 @@ class GroupNorm(keras.layers.GroupNormalization):
 
         def group_mean(per_channel_sum):  # (B, C) -> (B, 1, C), each channel its group's mean
             grouped = ops.reshape(per_channel_sum, (batch, groups, width))
-            return expand_groups(ops.sum(grouped, axis=-1, keepdims=True) / count, batch, groups, width)
+            means = ops.sum(grouped, axis=-1, keepdims=True) / count  # (B, G, 1)
+            return expand_groups(means, batch, groups, width)
 
         mean = group_mean(ops.sum(x32, axis=1))
         variance = group_mean(ops.sum(ops.square(x32 - mean), axis=1))
@@ -112,9 +116,10 @@ class GroupNorm(keras.layers.GroupNormalization):
 class LayerNorm(keras.layers.LayerNormalization):
     """Layer normalization (Ba et al. 2016) over the last axis, statistics in float32.
 
-    Same weights and result as Keras' layer (computed in float32, returned in the compute dtype) in a
-    third of the graph ops Keras' version traces: it casts every operand and builds its moments with a
-    stop-gradient. Fewer ops make TensorFlow's trace and first-call graph optimisation shorter.
+    Same weights and result as Keras' layer (computed in float32, returned in the compute dtype) in
+    a third of the graph ops Keras' version traces: it casts every operand and builds its moments
+    with a stop-gradient. Fewer ops make TensorFlow's trace and first-call graph optimisation
+    shorter.
     """
 
     def call(self, inputs):
@@ -165,7 +170,7 @@ def silu(x):
 
 
 class ResnetBlock2D(keras.layers.Layer):
-    """Two 3x3 convs with GroupNorm + SiLU and an optional time embedding (Ho et al. 2020, App. B)."""
+    """Two 3x3 convs with GroupNorm + SiLU, optional time embedding (Ho et al. 2020, App. B)."""
 
     def __init__(self, out_channels, groups, epsilon, use_time_embedding=True, **kwargs):
         super().__init__(**kwargs)
@@ -257,13 +262,15 @@ def gelu(x):
 
 
 def multi_head_attention(query, key, value, num_heads, is_causal=False):
-    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1) over (B, T, heads * head_dim) inputs.
+    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1) over (B, T, heads * head_dim)
+    inputs.
 
     On TensorFlow the scale is folded into the queries and bfloat16 logits stay bfloat16: its
     bfloat16 matmul rounds them anyway, and a float32 softmax over (B, heads, T, T) would move twice
     the bytes (at 512x512 the first level attends over 4096 tokens: 537 MB of logits a call); this
     runs the attention of a 512x512 UNet step 1.7x faster on a CPU. float16 logits are upcast, since
-    they can overflow. Other backends use ``ops.dot_product_attention`` (JAX: float32 logits, fused).
+    they can overflow. Other backends use ``ops.dot_product_attention`` (JAX: float32 logits,
+    fused).
     """
     batch = ops.shape(query)[0]
     head_dim = query.shape[-1] // num_heads

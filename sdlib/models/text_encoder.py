@@ -56,7 +56,8 @@ class CLIPEmbeddings(keras.layers.Layer):
             config.vocab_size, config.hidden_size, embeddings_initializer=init, dtype=dtype
         )
         self.position_embedding = keras.layers.Embedding(
-            config.max_position_embeddings, config.hidden_size, embeddings_initializer=init, dtype=dtype
+            config.max_position_embeddings, config.hidden_size, embeddings_initializer=init,
+            dtype=dtype
         )
 
     def build(self, token_ids_shape):
@@ -65,7 +66,8 @@ class CLIPEmbeddings(keras.layers.Layer):
 
     def call(self, token_ids):
         positions = ops.arange(ops.shape(token_ids)[1])
-        return self.token_embedding(token_ids) + self.position_embedding(positions)[None]  # (B, T, D)
+        positions = self.position_embedding(positions)[None]  # (1, T, D)
+        return self.token_embedding(token_ids) + positions  # (B, T, D)
 
 
 class CLIPAttention(keras.layers.Layer):
@@ -127,9 +129,8 @@ class CLIPEncoderLayer(keras.layers.Layer):
 class CLIPEncoder(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
-        self.layers = [
-            CLIPEncoderLayer(config, dtype=self.dtype_policy) for _ in range(config.num_hidden_layers)
-        ]
+        self.layers = [CLIPEncoderLayer(config, dtype=self.dtype_policy)
+                       for _ in range(config.num_hidden_layers)]
 
     def build(self, x_shape):
         for layer in self.layers:

@@ -1,9 +1,9 @@
 """The diffusion UNet of latent diffusion (Rombach et al. 2022, sec. 3.3 and App. E.2).
 
-A UNet (Ronneberger et al. 2015) of ResNet blocks with a time embedding, and spatial transformers whose
-cross-attention reads the text encoding. Written level by level, so it can be read beside the figure:
-down blocks keep their outputs as skips, the up blocks concatenate them back in. Layer names follow
-diffusers' ``UNet2DConditionModel``. NHWC.
+A UNet (Ronneberger et al. 2015) of ResNet blocks with a time embedding, and spatial transformers
+whose cross-attention reads the text encoding. Written level by level, so it can be read beside the
+figure: down blocks keep their outputs as skips, the up blocks concatenate them back in. Layer names
+follow diffusers' ``UNet2DConditionModel``. NHWC.
 """
 
 import dataclasses
@@ -32,7 +32,7 @@ class UNetConfig(Config):
         "UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
     )
     layers_per_block: int = 2
-    num_attention_heads: tuple = (8, 8, 8, 8)  # per level; SD v1's "attention_head_dim: 8" means this
+    num_attention_heads: tuple = (8, 8, 8, 8)  # per level; SD v1's "attention_head_dim: 8" is this
     transformer_layers_per_block: int = 1
     cross_attention_dim: int = 768
     norm_num_groups: int = 32
@@ -66,14 +66,16 @@ def _refuse_unsupported(config):
     layers_per_transformer = config.get("transformer_layers_per_block", 1)
     if not isinstance(layers_per_transformer, int):
         problems.append(
-            f"per-level transformer_layers_per_block={layers_per_transformer} (this looks like SDXL)"
+            f"per-level transformer_layers_per_block={layers_per_transformer} (this looks like "
+            "SDXL)"
         )
     for key in ("only_cross_attention", "dual_cross_attention"):
         value = config.get(key, False)
         if any(value) if isinstance(value, list) else value:
             problems.append(f"{key}={value!r}")
-    for key, expected in (("resnet_time_scale_shift", "default"), ("time_embedding_type", "positional"),
-                          ("conv_in_kernel", 3), ("conv_out_kernel", 3), ("encoder_hid_dim", None)):
+    for key, expected in (("resnet_time_scale_shift", "default"),
+                          ("time_embedding_type", "positional"), ("conv_in_kernel", 3),
+                          ("conv_out_kernel", 3), ("encoder_hid_dim", None)):
         if config.get(key, expected) != expected:
             problems.append(f"{key}={config[key]!r}")
     if config.get("time_cond_proj_dim") is not None:
@@ -97,7 +99,8 @@ def _refuse_unsupported(config):
 
 
 def timestep_embedding(timesteps, dim, flip_sin_to_cos=True, freq_shift=0):
-    """Sinusoidal embedding of the timestep (Vaswani et al. 2017, sec. 3.5), as diffusers computes it.
+    """Sinusoidal embedding of the timestep (Vaswani et al. 2017, sec. 3.5), as diffusers computes
+    it.
 
     freq_i = exp(-ln(10000) * i / (half - freq_shift)); ``flip_sin_to_cos`` puts cos first.
     """
@@ -207,7 +210,7 @@ class BasicTransformerBlock(keras.layers.Layer):
 
 
 class Transformer2DModel(keras.layers.Layer):
-    """The spatial transformer: GroupNorm, project in, transformer blocks over HW tokens, project out."""
+    """The spatial transformer: GroupNorm, project in, blocks on the HW tokens, project out."""
 
     def __init__(self, channels, num_heads, num_layers, groups, use_linear_projection, **kwargs):
         super().__init__(**kwargs)
@@ -251,7 +254,7 @@ class Transformer2DModel(keras.layers.Layer):
 
 
 class UNetLevel(keras.layers.Layer):
-    """One resolution level: ResNet blocks, each followed by a spatial transformer if ``attention``."""
+    """One resolution level: ResNet blocks, each then a spatial transformer if ``attention``."""
 
     def __init__(self, channels, num_layers, attention, num_heads, config, **kwargs):
         super().__init__(**kwargs)
@@ -307,7 +310,8 @@ class DownBlock(UNetLevel):
 
 class UpBlock(UNetLevel):
     def __init__(self, channels, num_heads, attention, add_upsample, config, **kwargs):
-        super().__init__(channels, config.layers_per_block + 1, attention, num_heads, config, **kwargs)
+        num_layers = config.layers_per_block + 1  # one more: the downsampler's skip
+        super().__init__(channels, num_layers, attention, num_heads, config, **kwargs)
         self.upsamplers = [
             L.Upsample2D(channels, dtype=self.dtype_policy)
         ] if add_upsample else []
@@ -318,7 +322,7 @@ class UpBlock(UNetLevel):
             upsampler.build(x_shape)
 
     def call(self, x, skips, time_embedding, context, next_skip=None):
-        """``next_skip``: the skip the level above will take first; the upsampler matches its size."""
+        """``next_skip``: the skip the level above takes first; the upsampler matches its size."""
         for index, resnet in enumerate(self.resnets):
             x = ops.concatenate([x, skips.pop()], axis=-1)  # (B, H, W, C + C_skip)
             x = resnet(x, time_embedding)

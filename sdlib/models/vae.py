@@ -1,7 +1,8 @@
-"""The KL-regularised autoencoder that maps images to latents and back (Rombach et al. 2022, sec. 3).
+"""The KL-regularised autoencoder that maps images to latents and back (Rombach et al. 2022, sec.
+3).
 
-With SD v1's four levels an image (B, 512, 512, 3) becomes a latent (B, 64, 64, 4): the diffusion runs
-there, 48x fewer values. Layer names follow diffusers' ``AutoencoderKL``. NHWC.
+With SD v1's four levels an image (B, 512, 512, 3) becomes a latent (B, 64, 64, 4): the diffusion
+runs there, 48x fewer values. Layer names follow diffusers' ``AutoencoderKL``. NHWC.
 """
 
 import dataclasses
@@ -133,7 +134,7 @@ class VAELevel(keras.layers.Layer):
 
 
 class VAEEncoder(keras.layers.Layer):
-    """Image (B, H, W, 3) in [-1, 1] -> moments (B, H/f, W/f, 2 * latent_channels) (before quant_conv)."""
+    """Image (B, H, W, 3) in [-1, 1] -> moments (B, H/f, W/f, 2 * C_latent), before quant_conv."""
 
     def __init__(self, config: VAEConfig, **kwargs):
         super().__init__(**kwargs)
@@ -145,7 +146,8 @@ class VAEEncoder(keras.layers.Layer):
                      resample="down" if i < len(channels) - 1 else None, dtype=dtype)
             for i in range(len(channels))
         ]
-        self.mid_block = VAEMidBlock(channels[-1], groups, config.mid_block_add_attention, dtype=dtype)
+        self.mid_block = VAEMidBlock(channels[-1], groups, config.mid_block_add_attention,
+                                     dtype=dtype)
         self.conv_norm_out = L.group_norm(groups, 1e-6, dtype=dtype)
         self.conv_out = L.conv2d(2 * config.latent_channels, 3, dtype=dtype)
 
@@ -168,14 +170,15 @@ class VAEEncoder(keras.layers.Layer):
 
 
 class VAEDecoder(keras.layers.Layer):
-    """Latent (B, h, w, C) (after post_quant_conv) -> image (B, h * f, w * f, 3), roughly [-1, 1]."""
+    """Latent (B, h, w, C), after post_quant_conv -> image (B, h * f, w * f, 3), about [-1, 1]."""
 
     def __init__(self, config: VAEConfig, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
         channels, groups = config.block_out_channels[::-1], config.norm_num_groups
         self.conv_in = L.conv2d(channels[0], 3, dtype=dtype)
-        self.mid_block = VAEMidBlock(channels[0], groups, config.mid_block_add_attention, dtype=dtype)
+        self.mid_block = VAEMidBlock(channels[0], groups, config.mid_block_add_attention,
+                                     dtype=dtype)
         self.up_blocks = [
             VAELevel(channels[i], config.layers_per_block + 1, groups,
                      resample="up" if i < len(channels) - 1 else None, dtype=dtype)
@@ -204,7 +207,7 @@ class VAEDecoder(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="sdlib")
 class AutoencoderKL(ConfiguredModel):
-    """``encode``: image -> (mean, logvar) of the latent; ``decode``: latent -> image. Unscaled latents."""
+    """``encode``: image -> (mean, logvar) of the latent; ``decode``: latent -> image. Unscaled."""
 
     config_class = VAEConfig
 

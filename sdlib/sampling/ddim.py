@@ -11,8 +11,8 @@ Symbols (Ho et al. 2020; Song et al. 2021, eq. 12):
 | x_0 prediction   | ``pred_original_sample``               |
 | sigma_t          | DDIM eta * ... (eta = 0 here: deterministic) |
 
-Semantics match diffusers' ``DDIMScheduler.from_config(<the checkpoint's scheduler config>)``, so the
-same weights and the same initial noise give the same image.
+Semantics match diffusers' ``DDIMScheduler.from_config(<the checkpoint's scheduler config>)``, so
+the same weights and the same initial noise give the same image.
 """
 
 import numpy as np

@@ -2,14 +2,14 @@
 
 Every sampler turns the model's output at step i into the next latent. Euler (Karras et al. 2022,
 Algorithm 1 with no churn) and DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) are *linear* in their
-inputs once the step's noise levels are known, so both are written as per-step coefficients computed in
-numpy and one shared update in ``keras.ops``:
+inputs once the step's noise levels are known, so both are written as per-step coefficients computed
+in numpy and one shared update in ``keras.ops``:
 
     x0     = p * x + q * model_output                  (the clean-latent estimate)
     x_next = A * x + B * x0 + C * x0_previous          (C = 0 for first-order steps)
 
-The model sees ``c_in * x`` at timestep ``t``. Semantics match diffusers' ``EulerDiscreteScheduler`` and
-``DPMSolverMultistepScheduler`` built ``from_config`` of the checkpoint's scheduler config.
+The model sees ``c_in * x`` at timestep ``t``. Semantics match diffusers' ``EulerDiscreteScheduler``
+and ``DPMSolverMultistepScheduler`` built ``from_config`` of the checkpoint's scheduler config.
 
 | paper (Karras / Lu)  | code                                                   |
 |----------------------|--------------------------------------------------------|
@@ -82,7 +82,9 @@ class EulerSampler(LinearMultistepSampler):
             rows.append((c_in, p, q, 1.0 + dt / sigma, -dt / sigma, 0.0))
         spacing = self.config.timestep_spacing or "linspace"
         max_sigma = float(sigmas.max())
-        init = max_sigma if spacing in ("linspace", "trailing") else float(np.sqrt(max_sigma**2 + 1))
+        # diffusers' init_noise_sigma: sigma_max, or sqrt(sigma_max^2 + 1) for "leading"
+        leading_init = float(np.sqrt(max_sigma**2 + 1))
+        init = max_sigma if spacing in ("linspace", "trailing") else leading_init
         return SamplerPlan(timesteps[start_step:], np.asarray(rows, np.float32)[start_step:], init,
                            self.family)
 

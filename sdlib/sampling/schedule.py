@@ -1,8 +1,8 @@
 """The noise schedule of DDPM's forward process (Ho et al. 2020), and which timesteps a run visits.
 
 What every sampler shares: the betas and alpha_bar of a scheduler config, the timestep spacings
-("leading", "trailing", "linspace"; Lin et al. 2024, Table 2), the forward process q(x_t | x_0) and the
-per-step plan a sampler hands the pipeline. Symbols:
+("leading", "trailing", "linspace"; Lin et al. 2024, Table 2), the forward process q(x_t | x_0) and
+the per-step plan a sampler hands the pipeline. Symbols:
 
 | paper            | code                                   |
 |------------------|----------------------------------------|
@@ -24,7 +24,8 @@ from sdlib.config import Config
 @dataclasses.dataclass(frozen=True)
 class SchedulerConfig(Config):
     """A diffusers scheduler config. Defaults are diffusers' own (DDIMScheduler's), which apply to
-    keys a config file leaves out; SD v1.5's file sets most of them (see ``presets.SD15_SCHEDULER``).
+    keys a config file leaves out; SD v1.5's file sets most of them (see
+    ``presets.SD15_SCHEDULER``).
     """
 
     num_train_timesteps: int = 1000
@@ -76,7 +77,9 @@ def make_betas(config: SchedulerConfig) -> np.ndarray:
         betas = np.linspace(config.beta_start, config.beta_end, steps, dtype=np.float32)
     elif config.beta_schedule == "scaled_linear":
         # Latent diffusion's schedule: linear in sqrt(beta).
-        betas = np.linspace(config.beta_start**0.5, config.beta_end**0.5, steps, dtype=np.float32) ** 2
+        sqrt_betas = np.linspace(config.beta_start**0.5, config.beta_end**0.5, steps,
+                                 dtype=np.float32)
+        betas = sqrt_betas**2
     else:
         # Nichol & Dhariwal 2021, eq. 17: alpha_bar(t) = cos^2(((t / T) + s) / (1 + s) * pi / 2).
         def alpha_bar(t):
@@ -149,5 +152,5 @@ class SamplerPlan:
 def check_start_step(start_step, num_steps):
     """A run starts at one of its steps: 0 (from noise) up to ``num_steps - 1`` (one step runs)."""
     if not 0 <= start_step < num_steps:
-        raise ValueError(f"start_step={start_step} leaves no step to run out of {num_steps}; it must "
-                         f"be between 0 and {num_steps - 1}.")
+        raise ValueError(f"start_step={start_step} leaves no step to run out of {num_steps}; it "
+                         f"must be between 0 and {num_steps - 1}.")

@@ -22,7 +22,8 @@ class AutoencoderTrainer(keras.Model):
     def call(self, images, training=False):
         mean, logvar = self.vae.encode(images)
         if training:
-            latent = mean + ops.exp(0.5 * logvar) * keras.random.normal(ops.shape(mean), seed=self.seed)
+            noise = keras.random.normal(ops.shape(mean), seed=self.seed)
+            latent = mean + ops.exp(0.5 * logvar) * noise  # a sample of the posterior
             kl = 0.5 * ops.mean(ops.sum(mean**2 + ops.exp(logvar) - 1.0 - logvar, axis=(1, 2, 3)))
             self.add_loss(self.kl_weight * kl)
         else:
@@ -37,8 +38,8 @@ def weighted_reconstruction_loss(y_true, y_pred):
     return ops.mean(weight * (ops.abs(difference) + difference**2))
 
 
-def train_autoencoder(vae, images, steps, pixel_weights=None, batch_size=32, learning_rate=1e-3, seed=0,
-                      log_every=200):
+def train_autoencoder(vae, images, steps, pixel_weights=None, batch_size=32, learning_rate=1e-3,
+                      seed=0, log_every=200):
     """Fit the VAE on uint8 images (N, H, W, 3); ``pixel_weights`` (N, H, W, 1) weigh the loss
     (default: every pixel alike)."""
     keras.utils.set_random_seed(seed)

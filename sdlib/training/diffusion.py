@@ -1,9 +1,9 @@
 """Training a latent diffusion model: text encoder and UNet on a frozen autoencoder's latents
 (Rombach et al. 2022, sec. 3-4), any model, any data.
 
-The loss is DDPM's (Ho et al. 2020, eq. 14) on the epsilon or the v target (Salimans & Ho 2022), with
-caption dropout for classifier-free guidance (Ho & Salimans 2022). Everything is ``model.fit``, so it
-runs on any Keras backend.
+The loss is DDPM's (Ho et al. 2020, eq. 14) on the epsilon or the v target (Salimans & Ho 2022),
+with caption dropout for classifier-free guidance (Ho & Salimans 2022). Everything is ``model.fit``,
+so it runs on any Keras backend.
 """
 
 import time
@@ -61,8 +61,8 @@ class NoisedLatents(keras.utils.PyDataset):
         noisy = add_noise(x0, noise, alpha_bar)  # q(x_t | x_0), eq. 4
         ids = self.token_ids[rows].copy()
         ids[rng.random(self.batch_size) < self.caption_dropout] = self.empty_ids
-        inputs = {"noisy_latents": noisy.astype(np.float32), "timesteps": timesteps.astype(np.int32),
-                  "token_ids": ids.astype(np.int32)}
+        inputs = {"noisy_latents": noisy.astype(np.float32),
+                  "timesteps": timesteps.astype(np.int32), "token_ids": ids.astype(np.int32)}
         if self.prediction_type == "v_prediction":
             target = np.sqrt(alpha_bar) * noise - np.sqrt(1.0 - alpha_bar) * x0
         else:
@@ -71,7 +71,7 @@ class NoisedLatents(keras.utils.PyDataset):
 
 
 class PrintEvery(keras.callbacks.Callback):
-    """Log the loss every ``every`` steps, counting steps across epochs (Keras' batch index restarts)."""
+    """Log the loss every ``every`` steps, counted across epochs (Keras' batch index restarts)."""
 
     def __init__(self, every, label):
         super().__init__()
@@ -86,7 +86,8 @@ class PrintEvery(keras.callbacks.Callback):
 
 def cosine_schedule(peak, steps, warmup):
     return keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=max(steps - warmup, 1), warmup_target=peak, warmup_steps=warmup, alpha=0.05)
+        0.0, decay_steps=max(steps - warmup, 1), warmup_target=peak, warmup_steps=warmup,
+        alpha=0.05)
 
 
 class StopAfter(keras.callbacks.Callback):
@@ -113,8 +114,9 @@ def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler
     trainer = DiffusionTrainer(text_encoder, unet)
     data = NoisedLatents(latents, token_ids, empty_ids, alphas_cumprod(scheduler_config),
                          batch_size, steps, seed, prediction_type=scheduler_config.prediction_type)
-    optimizer = keras.optimizers.AdamW(cosine_schedule(learning_rate, steps, 200), weight_decay=1e-2,
-                                       global_clipnorm=1.0, use_ema=True, ema_momentum=ema_momentum)
+    optimizer = keras.optimizers.AdamW(cosine_schedule(learning_rate, steps, 200),
+                                       weight_decay=1e-2, global_clipnorm=1.0, use_ema=True,
+                                       ema_momentum=ema_momentum)
     trainer.compile(optimizer=optimizer, loss="mse", jit_compile=jit_compile)
     trainer.fit(data, epochs=1, verbose=0,
                 callbacks=[PrintEvery(log_every, "diffusion"), *callbacks])
