@@ -1,5 +1,4 @@
-"""Config dataclasses to and from plain dicts: JSON in a file's metadata, diffusers'
-``config.json``.
+"""Config dataclasses to and from plain dicts: JSON in file metadata, diffusers' config.json.
 
 Every config (``UNetConfig``, ``VAEConfig``, ``TextEncoderConfig``, ``SchedulerConfig``) is a frozen
 dataclass that mixes in :class:`Config`, so they all read and write dicts the same way: keys the

@@ -1,5 +1,4 @@
-"""The one place that knows the device: what it is, which dtype policies suit it, and what "auto"
-picks.
+"""The one place that knows the device: what it is, the dtype policies that suit it, what "auto" is.
 
 ``StableDiffusion``'s defaults ``jit_compile="auto"`` and ``dtype="auto"`` resolve here, once and
 before any weight exists, into a :class:`Mode`: the mode of the keras.io guide (Standard, Mixed

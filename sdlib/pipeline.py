@@ -1,5 +1,4 @@
-"""The Stable Diffusion pipeline: encode the text, denoise a latent, decode it (Rombach et al.
-2022).
+"""The Stable Diffusion pipeline: encode the text, denoise a latent, decode (Rombach et al. 2022).
 
 ``text_to_image`` is ``encode_text`` then ``generate_image``, so an encoding can be reused (a latent
 walk interpolates two of them). ``generate_image`` is three steps, as keras-hub's SD3 tasks are:
@@ -89,6 +88,7 @@ class StableDiffusion:
             return cls._load(loading.open_checkpoint(weights), img_height, img_width, jit_compile,
                              dtype, compile_loop, name=preset)
         configs = spec.configs()
+        validation.check_image_size(img_height, img_width, configs["vae"].scale_factor)
         mode = device.resolve_mode(jit_compile, dtype, configs["unet"])
         return cls(random_components(configs, dtype=mode.dtype), img_height, img_width,
                    jit_compile=mode.jit_compile, compile_loop=compile_loop, name=preset)

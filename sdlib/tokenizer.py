@@ -1,5 +1,4 @@
-"""CLIP's byte-level BPE tokenizer: a prompt becomes the 77 token ids that SD v1's text encoder
-reads.
+"""CLIP's byte-level BPE tokenizer: a prompt becomes the 77 token ids SD v1's text encoder reads.
 
 CLIP (Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision",
 Sec. 2.4) reads "a lower-cased byte pair encoding (BPE) representation of the text with a 49,152
@@ -92,8 +91,7 @@ def normalize(text: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def load_default_bpe() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
-    """Vocab and merges from OpenAI's `bpe_simple_vocab_16e6.txt.gz`, built as `simple_tokenizer.py`
-    does.
+    """Vocab and merges from OpenAI's `bpe_simple_vocab_16e6.txt.gz`, as `simple_tokenizer.py` does.
 
     Identical to HuggingFace's `vocab.json` (49,408 entries) and `merges.txt` for openai/clip-vit-*.
     """
@@ -329,8 +327,7 @@ def _read_merges(path: Path) -> list[tuple[str, str]]:
 
 
 def _read_special_token_config(folder: Path) -> dict:
-    """Special tokens, their `normalized` flags and model_max_length, read as transformers 5 reads
-    them.
+    """Special tokens, their `normalized` flags and model_max_length, as transformers 5 reads them.
 
     tokenizer_config.json comes first; special_tokens_map.json overrides it, but only in folders
     saved before `added_tokens_decoder` existed (transformers < 4.34), where SD 2 sets pad "!".

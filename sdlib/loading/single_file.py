@@ -1,5 +1,4 @@
-"""Reading the original Stable Diffusion single-file checkpoint: its keys renamed to diffusers
-names.
+"""Reading the original Stable Diffusion single file: its keys renamed to diffusers names.
 
 The CompVis/RunwayML file (``v1-5-pruned-emaonly.safetensors``) stores the UNet under
 ``model.diffusion_model.``, the VAE under ``first_stage_model.`` and the CLIP text encoder under

@@ -1,5 +1,4 @@
-"""What the three models share: one config dataclass that ``get_config`` / ``from_config``
-round-trip.
+"""What the three models share: a config dataclass that ``get_config``/``from_config`` round-trip.
 
 Keras rebuilds a model from ``get_config()`` with ``from_config`` (``keras.saving.load_model``,
 cloning, ``keras.saving.deserialize_keras_object``), as keras-hub's backbones do with their long

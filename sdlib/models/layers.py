@@ -262,8 +262,7 @@ def gelu(x):
 
 
 def multi_head_attention(query, key, value, num_heads, is_causal=False):
-    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1) over (B, T, heads * head_dim)
-    inputs.
+    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1) of (B, T, heads * head_dim) inputs.
 
     On TensorFlow the scale is folded into the queries and bfloat16 logits stay bfloat16: its
     bfloat16 matmul rounds them anyway, and a float32 softmax over (B, heads, T, T) would move twice

@@ -99,8 +99,7 @@ def _refuse_unsupported(config):
 
 
 def timestep_embedding(timesteps, dim, flip_sin_to_cos=True, freq_shift=0):
-    """Sinusoidal embedding of the timestep (Vaswani et al. 2017, sec. 3.5), as diffusers computes
-    it.
+    """Sinusoidal embedding of the timestep (Vaswani et al. 2017, sec. 3.5), as diffusers has it.
 
     freq_i = exp(-ln(10000) * i / (half - freq_shift)); ``flip_sin_to_cos`` puts cos first.
     """

@@ -1,5 +1,4 @@
-"""The KL-regularised autoencoder that maps images to latents and back (Rombach et al. 2022, sec.
-3).
+"""The KL-regularised autoencoder: images to latents and back (Rombach et al. 2022, sec. 3).
 
 With SD v1's four levels an image (B, 512, 512, 3) becomes a latent (B, 64, 64, 4): the diffusion
 runs there, 48x fewer values. Layer names follow diffusers' ``AutoencoderKL``. NHWC.
