@@ -3,7 +3,8 @@
     python tools/check_book.py _build/html [--screenshot outputs/book.png]
 
 For every chapter page: the formulas rendered (MathJax output elements in the DOM after scripts
-ran), the page shows images, and the Colab launch link points at the chapter's own .ipynb.
+ran), the page shows images, and the Colab launch link points at the chapter's own .ipynb. Chapter 6
+shows the archived benchmark tables (rendered as HTML tables), which it reads from the package.
 """
 
 import argparse
@@ -18,6 +19,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--virtual-time-budget=15000"]
 MATH_PAGES = {"intro", "02_latent_diffusion", "03_conditioning"}
+# Text that only the archived tables put on a page: the peer table's column header.
+ARCHIVE_PAGES = {"06_putting_it_together": "vs best peer"}
 
 
 def find_chromium():
@@ -45,6 +48,8 @@ def check_page(chromium, html_dir, page):
         return [f"{name}: Chromium returned no DOM"]
     if name in MATH_PAGES and "<mjx-container" not in dom:
         problems.append(f"{name}: no MathJax output (formulas did not render)")
+    if name in ARCHIVE_PAGES and not re.search(rf"<th[^>]*>(\s|<[^>]+>)*{ARCHIVE_PAGES[name]}", dom):
+        problems.append(f"{name}: no archived benchmark table (a <th>{ARCHIVE_PAGES[name]}</th>)")
     if page.parent.name == "notebooks":
         images = re.findall(r"<img[^>]+src=\"([^\"]+)\"", dom)
         local = [src for src in images if not src.startswith("http") and "logo" not in src]

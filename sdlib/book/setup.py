@@ -55,5 +55,6 @@ def chapter_setup(verbose=True):
         note = {"mini-shapes": "the shipped miniature model, offline",
                 "tiny": "random toy weights: pictures are noise",
                 "sd-v1-5": "real Stable Diffusion v1.5"}.get(preset, preset)
-        print(f"model: {preset} ({note}); {setup.device}" + ("; CI-sized run" if ci else ""))
+        print(f"model: {preset} ({note})" + ("; CI-sized run" if ci else ""))
+        print(setup.device)
     return setup
