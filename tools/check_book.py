@@ -48,8 +48,9 @@ def check_page(chromium, html_dir, page):
         return [f"{name}: Chromium returned no DOM"]
     if name in MATH_PAGES and "<mjx-container" not in dom:
         problems.append(f"{name}: no MathJax output (formulas did not render)")
-    if name in ARCHIVE_PAGES and not re.search(rf"<th[^>]*>(\s|<[^>]+>)*{ARCHIVE_PAGES[name]}", dom):
-        problems.append(f"{name}: no archived benchmark table (a <th>{ARCHIVE_PAGES[name]}</th>)")
+    header = ARCHIVE_PAGES.get(name)
+    if header and not re.search(rf"<th[^>]*>(\s|<[^>]+>)*{header}", dom):
+        problems.append(f"{name}: no archived benchmark table (a <th>{header}</th>)")
     if page.parent.name == "notebooks":
         images = re.findall(r"<img[^>]+src=\"([^\"]+)\"", dom)
         local = [src for src in images if not src.startswith("http") and "logo" not in src]
