@@ -10,15 +10,33 @@ tensors, so a new prompt, seed, guidance scale, step count or start step reuses 
 """
 
 import time
+from typing import NamedTuple
 
 import keras
 import numpy as np
 from keras import ops
 
-from sdlib import device, loading, presets, validation
+from sdlib import device, editing, loading, presets, validation
 from sdlib.backend import CompiledFunction, to_numpy
 from sdlib.loading.build import Components, random_components
 from sdlib.sampling.samplers import SAMPLERS, make_sampler
+
+
+class Edit(NamedTuple):
+    """What image-to-image and inpainting add to a denoising step; ``StableDiffusion._no_edit``
+    (ones and zeros) makes the step plain text-to-image.
+
+    - ``repaint`` (B, h, w, 1): 1 where the sampler's latent stays, 0 where the image's comes back
+      (inpainting with a 4-channel UNet);
+    - ``image_latents``, ``noise`` (B, h, w, C): the image's latent and the noise mixed into it;
+    - ``conditioning`` (B, h, w, C_in - C): what a 9-channel inpainting UNet reads beside the
+      latent, the latent-grid mask and the masked image's latent (no channels for other UNets).
+    """
+
+    repaint: object
+    image_latents: object
+    noise: object
+    conditioning: object
 
 
 class StableDiffusion:
@@ -65,6 +83,8 @@ class StableDiffusion:
                 self._loop_fns[sampler.family] = CompiledFunction(
                     self._make_loop_graph(sampler.update), [self.unet], self.jit_compile)
         self._decode_fn = CompiledFunction(self._decode_graph, [self.vae], self.jit_compile)
+        self._encode_image_fn = CompiledFunction(self._encode_image_graph, [self.vae],
+                                                 self.jit_compile)
 
     # === Constructors ===
     @classmethod
@@ -122,12 +142,16 @@ class StableDiffusion:
         return ops.cast(self.text_encoder(token_ids), "float32")  # (B, 77, D)
 
     def _make_step_graph(self, update):
-        def step(latents, previous_x0, context, timestep, coefficients, guidance_scale):
+        def step(latents, previous_x0, context, timestep, coefficients, guidance_scale, edit):
             """One guided denoising step. ``context`` is [unconditional; conditional], (2B, 77, D);
-            ``coefficients[0]`` scales the model input; the rest belong to the sampler's update."""
+            ``coefficients[0]`` scales the model input, the last two are the kept region's noise
+            level after the step, the rest belong to the sampler's update. ``edit`` is ``Edit``:
+            zeros and ones for text-to-image, so one compiled step serves every task."""
             batch = ops.shape(latents)[0]
             scaled = latents * coefficients[0]
-            model_input = ops.concatenate([scaled, scaled], axis=0)  # (2B, h, w, C)
+            # A 9-channel inpainting UNet also reads the mask and the masked image's latents.
+            model_input = ops.concatenate([scaled, edit.conditioning], axis=-1)  # (B, h, w, C_in)
+            model_input = ops.concatenate([model_input, model_input], axis=0)  # (2B, h, w, C_in)
             timesteps = ops.full((2 * batch,), timestep, dtype="float32")
             compute_dtype = self.unet.compute_dtype
             noise_pred = self.unet(ops.cast(model_input, compute_dtype), timesteps,
@@ -137,24 +161,32 @@ class StableDiffusion:
             # diffusers skips guidance when guidance_scale <= 1: the conditional prediction alone.
             guided = uncond + guidance_scale * (cond - uncond)
             guided = ops.where(guidance_scale > 1.0, guided, cond)
-            return update(guided, latents, previous_x0, coefficients)  # (x_next, x0 estimate)
+            x_next, x0 = update(guided, latents, previous_x0, coefficients)
+            # Inpainting with a text-to-image UNet: where the mask keeps the image, the latent goes
+            # back to the image noised to the next step's level (the clean image after the last).
+            kept = coefficients[-2] * edit.image_latents + coefficients[-1] * edit.noise
+            return edit.repaint * x_next + (1.0 - edit.repaint) * kept, x0
 
         return step
 
     def _make_loop_graph(self, update):
         step = self._make_step_graph(update)
 
-        def loop(latents, context, timesteps, coefficients, num_steps, guidance_scale):
+        def loop(latents, context, timesteps, coefficients, num_steps, guidance_scale, edit):
             """All ``num_steps`` steps in one program. The schedules are padded to a fixed length
             and ``num_steps`` is a tensor, so another step count reuses the compiled loop."""
 
             def body(index, carry):
                 return step(carry[0], carry[1], context, timesteps[index], coefficients[index],
-                            guidance_scale)
+                            guidance_scale, edit)
 
             return ops.fori_loop(0, num_steps, body, (latents, ops.zeros_like(latents)))[0]
 
         return loop
+
+    def _encode_image_graph(self, pixels):
+        mean, _ = self.vae.encode(ops.cast(pixels, self.vae.compute_dtype))  # posterior mean
+        return ops.cast(mean, "float32") * self.vae.config.scaling_factor  # (B, h, w, C)
 
     def _decode_graph(self, latents):
         # StableDiffusionPipeline divides by scaling_factor only (a VAE's shift_factor is for SD3).
@@ -209,19 +241,25 @@ class StableDiffusion:
                                guidance_scale, callback=callback, verbose=verbose)
         return self.decode_latents(latents)
 
-    def denoise(self, latents, contexts, plan, guidance_scale, callback=None, verbose=True):
+    def denoise(self, latents, contexts, plan, guidance_scale, callback=None, verbose=True,
+                edit=None):
         """Run the steps of ``plan`` (``sampler.plan(num_steps, start_step)``) from ``latents``.
 
-        ``contexts``: [unconditional; conditional] encodings (2B, 77, D). Returns the final latents
-        (B, h, w, C), scaled as the sampler produces them (``decode_latents`` takes them).
+        ``contexts``: [unconditional; conditional] encodings (2B, 77, D); ``edit``: an ``Edit``
+        for inpainting (None: none). Returns the final latents (B, h, w, C), scaled as the sampler
+        produces them (``decode_latents`` takes them).
         """
         latents = ops.convert_to_tensor(latents, dtype="float32")
         contexts = ops.convert_to_tensor(contexts, dtype="float32")
         guidance = ops.convert_to_tensor(guidance_scale, dtype="float32")
+        edit = Edit(*(ops.convert_to_tensor(value, dtype="float32") for value in
+                      (edit or self._no_edit(latents.shape[0]))))
+        coefficients = step_coefficients(plan)  # (n, K + 2)
         num_steps = len(plan.timesteps)
         start = time.perf_counter()
         if self.compile_loop and callback is None:
-            latents = self._run_compiled_loop(latents, contexts, plan, guidance)
+            latents = self._run_compiled_loop(latents, contexts, plan, coefficients, guidance,
+                                              edit)
             if verbose:
                 seconds = time.perf_counter() - start
                 print(f"{num_steps}/{num_steps} denoising steps in one compiled loop: "
@@ -234,7 +272,7 @@ class StableDiffusion:
                 latents, previous_x0 = step_fn(
                     latents, previous_x0, contexts,
                     ops.convert_to_tensor(timestep, dtype="float32"),
-                    ops.convert_to_tensor(plan.coefficients[index]), guidance)
+                    ops.convert_to_tensor(coefficients[index]), guidance, edit)
                 if callback is not None:
                     callback({"step": index, "timestep": _plain_number(timestep),
                               "latents": to_numpy(latents), "denoised": to_numpy(previous_x0)})
@@ -251,9 +289,83 @@ class StableDiffusion:
 
     def encode_image(self, images):
         """uint8 images (B, H, W, 3) -> scaled latent means (B, H/f, W/f, C), as sampled."""
-        x = ops.convert_to_tensor(np.asarray(images, dtype=np.float32) / 127.5 - 1.0)
-        mean, _ = self.vae.encode(ops.cast(x, self.vae.compute_dtype))
-        return to_numpy(ops.cast(mean, "float32") * self.vae.config.scaling_factor)
+        return self._encode_pixels(editing.to_unit_range(np.asarray(images)))
+
+    def _encode_pixels(self, pixels):
+        """Pixels in [-1, 1] (B, H, W, 3) -> the VAE posterior's mean times ``scaling_factor``."""
+        return to_numpy(self._encode_image_fn(ops.convert_to_tensor(pixels, dtype="float32")))
+
+    def image_to_image(self, prompt, image, strength=0.8, negative_prompt=None, batch_size=1,
+                       num_steps=50, guidance_scale=7.5, seed=None, diffusion_noise=None,
+                       sampler="ddim", callback=None, verbose=True):
+        """Redraw ``image`` toward ``prompt`` (SDEdit, Meng et al. 2022); uint8 (B, H, W, 3).
+
+        The image's latent is noised to the level where the last ``int(num_steps * strength)``
+        steps begin, and those steps run: strength 0.3 keeps the layout and most colors, 1.0 keeps
+        little. ``image``: uint8 (H, W, 3) or (B, H, W, 3) or a PIL image, of the pipeline's size.
+        ``diffusion_noise`` (B, h, w, C) is the noise mixed into the image's latent (else drawn
+        from ``seed`` as in ``text_to_image``). The other arguments as in ``text_to_image``.
+        """
+        self._check_text_to_image_unet()
+        return self._edit(prompt, image, None, strength, negative_prompt, batch_size, num_steps,
+                          guidance_scale, seed, diffusion_noise, sampler, callback, verbose, False)
+
+    def inpaint(self, prompt, image, mask, strength=1.0, negative_prompt=None, batch_size=1,
+                num_steps=50, guidance_scale=7.5, seed=None, diffusion_noise=None, sampler="ddim",
+                callback=None, verbose=True, paste_original=False):
+        """Repaint where ``mask`` is white, toward ``prompt``; uint8 (B, H, W, 3).
+
+        ``mask``: (H, W), (B, H, W) or (B, H, W, 1), uint8 0..255, bool or float in [0, 1], or a
+        PIL image; white (>= 0.5) = repaint, black = keep. A 9-channel inpainting UNet
+        (sd-v1-5-inpainting) sees the mask and the masked image; a text-to-image UNet repaints by
+        blending: after every step the kept region is reset to the image at the next noise level.
+        At strength 1.0 the run starts from pure noise (``diffusion_noise`` times the sampler's
+        initial sigma); below, as ``image_to_image``. ``paste_original``: copy the kept pixels
+        back into the output (diffusers does not; the VAE round trip changes them slightly).
+        """
+        return self._edit(prompt, image, mask, strength, negative_prompt, batch_size, num_steps,
+                          guidance_scale, seed, diffusion_noise, sampler, callback, verbose,
+                          paste_original)
+
+    def _edit(self, prompt, image, mask, strength, negative_prompt, batch_size, num_steps,
+              guidance_scale, seed, diffusion_noise, sampler, callback, verbose, paste_original):
+        """image_to_image (no ``mask``) and inpaint: prepare, denoise from a later step, decode."""
+        chosen = self._sampler(sampler)
+        num_steps = validation.check_num_steps(num_steps, self.scheduler.config.num_train_timesteps)
+        guidance_scale = validation.check_guidance_scale(guidance_scale)
+        seed = validation.check_seed(seed)
+        strength = editing.check_strength(strength)
+        first_step = editing.start_step(num_steps, strength)
+        prompts = validation.check_prompt(prompt)
+        images = editing.check_images(image, (self.img_height, self.img_width))  # (N, H, W, 3)
+        masks = None if mask is None else editing.check_masks(mask, images.shape[1:3])  # (M,...)
+        batch = editing.edit_batch_size(batch_size, prompts=len(prompts), images=len(images),
+                                        masks=0 if masks is None else len(masks))
+        contexts = self._paired_contexts(self.encode_text(prompts), negative_prompt, None, batch)
+        images = editing.broadcast(images, batch)
+        image_latents = self.encode_image(images)  # (B, h, w, C), the posterior means
+        noise = self._initial_latents(batch, seed, diffusion_noise)  # (B, h, w, C)
+        plan = chosen.plan(num_steps, start_step=first_step)
+        edit = self._no_edit(batch)._replace(image_latents=image_latents, noise=noise)
+        if masks is None:
+            latents = plan.add_noise(image_latents, noise)
+        else:
+            masks = editing.broadcast(masks, batch)  # (B, H, W, 1)
+            small = editing.latent_mask(masks, self.vae_scale_factor)  # (B, h, w, 1)
+            if self.unet.config.in_channels == self.latent_shape[-1]:
+                edit = edit._replace(repaint=small)  # blend: the UNet never sees the mask
+            else:
+                masked = self._encode_pixels(editing.masked_pixels(images, masks))
+                edit = edit._replace(conditioning=np.concatenate([small, masked], axis=-1))
+            # diffusers starts inpainting at full strength from noise alone, else as image-to-image
+            latents = (noise * np.float32(plan.init_noise_sigma) if strength == 1.0
+                       else plan.add_noise(image_latents, noise))
+        latents = self.denoise(latents, contexts, plan, guidance_scale, callback=callback,
+                               verbose=verbose, edit=edit)
+        result = self.decode_latents(latents)
+        if paste_original and masks is not None:
+            result = np.where(masks.astype(bool), result, images)
+        return result
 
     # === Preparing a run ===
     def _sampler(self, name):
@@ -266,8 +378,8 @@ class StableDiffusion:
         if unet_channels != latent_channels:
             raise ValueError(f"This UNet takes {unet_channels} input channels, not the "
                              f"{latent_channels} of its latents: an inpainting UNet (the extra "
-                             "channels take a mask and the masked image's latents). It cannot "
-                             "generate from text alone; load a text-to-image checkpoint.")
+                             "channels take a mask and the masked image's latents): use "
+                             "inpaint(prompt, image, mask), or load a text-to-image checkpoint.")
 
     def _paired_contexts(self, context, negative_prompt, unconditional_context, batch_size):
         """[unconditional; conditional] encodings, (2B, 77, D): one encoding broadcasts over
@@ -286,17 +398,23 @@ class StableDiffusion:
 
         return np.concatenate([rows(unconditional_context), rows(context)], axis=0)
 
-    def _run_compiled_loop(self, latents, contexts, plan, guidance):
+    def _run_compiled_loop(self, latents, contexts, plan, coefficients, guidance, edit):
         length = self.scheduler.config.num_train_timesteps
         num_steps = len(plan.timesteps)
         timesteps = np.zeros(length, np.float32)
         timesteps[:num_steps] = plan.timesteps
-        coefficients = np.zeros((length, plan.coefficients.shape[1]), np.float32)
-        coefficients[:num_steps] = plan.coefficients
+        padded = np.zeros((length, coefficients.shape[1]), np.float32)
+        padded[:num_steps] = coefficients
         return self._loop_fns[plan.family](
-            latents, contexts, ops.convert_to_tensor(timesteps),
-            ops.convert_to_tensor(coefficients), ops.convert_to_tensor(num_steps, dtype="int32"),
-            guidance)
+            latents, contexts, ops.convert_to_tensor(timesteps), ops.convert_to_tensor(padded),
+            ops.convert_to_tensor(num_steps, dtype="int32"), guidance, edit)
+
+    def _no_edit(self, batch):
+        """The neutral ``Edit``: every latent is the sampler's (no mask, no image)."""
+        shape = (batch, *self.latent_shape)
+        extra = self.unet.config.in_channels - self.latent_shape[-1]
+        return Edit(np.ones((*shape[:-1], 1), np.float32), np.zeros(shape, np.float32),
+                    np.zeros(shape, np.float32), np.zeros((*shape[:-1], max(extra, 0)), np.float32))
 
     def _initial_latents(self, batch_size, seed, diffusion_noise):
         shape = (batch_size, *self.latent_shape)
@@ -308,7 +426,8 @@ class StableDiffusion:
     @property
     def trace_counts(self):
         """How often each compiled piece was traced (compiled) so far."""
-        counts = {"encode": self._encode_fn.trace_count, "decode": self._decode_fn.trace_count}
+        counts = {"encode": self._encode_fn.trace_count, "decode": self._decode_fn.trace_count,
+                  "encode_image": self._encode_image_fn.trace_count}
         for family in self._step_fns:
             suffix = "" if family == "ddim" else f"_{family}"
             counts["step" + suffix] = self._step_fns[family].trace_count
@@ -319,6 +438,12 @@ class StableDiffusion:
         return (f"StableDiffusion({self.name!r}, {self.img_height}x{self.img_width}, "
                 f"jit_compile={self.jit_compile}, compile_loop={self.compile_loop}, "
                 f"dtype={self.unet.dtype_policy.name!r}, backend={keras.backend.backend()!r})")
+
+
+def step_coefficients(plan):
+    """Each step's sampler coefficients, then the noise level (a, b) that an inpainting latent's
+    kept region is reset to after it: (n, K + 2)."""
+    return np.concatenate([plan.coefficients, plan.blend_levels()], axis=1).astype(np.float32)
 
 
 def _plain_number(value):

@@ -15,7 +15,7 @@ SDLIB = Path(__file__).resolve().parents[1] / "sdlib"
 # Each group's layer, lowest first. A module may import its own group and lower layers; groups that
 # share a layer stay independent of each other.
 LAYERS = {
-    "core": 0,  # errors, config, validation, backend, tokenizer, device
+    "core": 0,  # errors, config, validation, backend, tokenizer, device, editing
     "models": 1, "sampling": 1,
     "presets": 2,
     "loading": 3,
@@ -25,7 +25,7 @@ LAYERS = {
     "mini": 7, "book": 7, "cli": 7,
     "__main__": 8,
 }
-CORE = {"errors", "config", "validation", "backend", "tokenizer", "device"}
+CORE = {"errors", "config", "validation", "backend", "tokenizer", "device", "editing"}
 
 
 def module_name(path):

@@ -102,8 +102,10 @@ class DDIMSampler:
         check_start_step(start_step, num_steps)
         timesteps, alphas, alphas_prev = self.scheduler.step_alphas(num_steps)
         coefficients = np.stack([np.ones_like(alphas), alphas, alphas_prev], axis=1)  # (n, 3)
+        noise_levels = np.stack([alphas**0.5, (1.0 - alphas) ** 0.5], axis=1)  # (n, 2)
         return SamplerPlan(timesteps[start_step:].astype(np.float32),
-                           coefficients[start_step:].astype(np.float32), 1.0, self.family)
+                           coefficients[start_step:].astype(np.float32), 1.0, self.family,
+                           noise_levels[start_step:].astype(np.float32))
 
     def update(self, model_output, x, previous_x0, coefficients):
         return self.scheduler.step(model_output, x, coefficients[1], coefficients[2])

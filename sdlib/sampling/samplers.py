@@ -85,8 +85,9 @@ class EulerSampler(LinearMultistepSampler):
         # diffusers' init_noise_sigma: sigma_max, or sqrt(sigma_max^2 + 1) for "leading"
         leading_init = float(np.sqrt(max_sigma**2 + 1))
         init = max_sigma if spacing in ("linspace", "trailing") else leading_init
+        noise_levels = np.stack([np.ones(num_steps), sigmas[:-1]], axis=1)  # x0 + sigma eps
         return SamplerPlan(timesteps[start_step:], np.asarray(rows, np.float32)[start_step:], init,
-                           self.family)
+                           self.family, noise_levels[start_step:].astype(np.float32))
 
 
 class DPMSolverPlusPlus2M(LinearMultistepSampler):
@@ -134,8 +135,9 @@ class DPMSolverPlusPlus2M(LinearMultistepSampler):
             r = (half_log_snr(sigmas[i]) - half_log_snr(sigmas[i - 1])) / h
             # x_t = a x + b D0 + 0.5 b D1, D0 = x0, D1 = (x0 - x0_prev) / r
             rows.append((1.0, p, q, a, b + 0.5 * b / r, -0.5 * b / r))
+        noise_levels = np.array([alpha_sigma(s) for s in sigmas[:-1]])  # alpha x0 + sigma eps
         return SamplerPlan(timesteps[start_step:], np.asarray(rows, np.float32)[start_step:], 1.0,
-                           self.family)
+                           self.family, noise_levels[start_step:].astype(np.float32))
 
 
 def make_sampler(name, config):

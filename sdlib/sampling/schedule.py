@@ -141,12 +141,27 @@ def add_noise(sample, noise, alpha_bar):
 @dataclasses.dataclass
 class SamplerPlan:
     """What one run needs, per step that runs: timesteps (n,) and coefficients (n, K), the sampler
-    family whose compiled update reads the coefficients, and the initial noise's scale."""
+    family whose compiled update reads the coefficients, the initial noise's scale, and each
+    step's noise level as the forward process reaches it: ``noise_levels`` (n, 2), rows (a, b) with
+    x_t = a x_0 + b eps (DDIM: sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t); Euler: 1, sigma;
+    DPM-Solver: alpha_t, sigma_t), what diffusers' ``scheduler.add_noise`` computes there."""
 
     timesteps: np.ndarray
     coefficients: np.ndarray
     init_noise_sigma: float
     family: str
+    noise_levels: np.ndarray
+
+    def add_noise(self, sample, noise, step=0):
+        """``sample`` noised to the level of run step ``step``: where image-to-image starts."""
+        signal, noise_scale = self.noise_levels[step]
+        return signal * sample + noise_scale * noise
+
+    def blend_levels(self):
+        """(n, 2): the noise level an inpainting latent's kept region is reset to after each step:
+        the next step's, and the clean image (1, 0) after the last (as diffusers'
+        ``StableDiffusionInpaintPipeline`` blends a 4-channel UNet's latents)."""
+        return np.concatenate([self.noise_levels[1:], [[1.0, 0.0]]]).astype(np.float32)
 
 
 def check_start_step(start_step, num_steps):
