@@ -5,6 +5,8 @@
   ``load_weights=False`` gives random weights for parameter counts and benchmarks.
 - ``mini-shapes``: Stable Diffusion in miniature (64x64), trained here on procedural shapes with
   ``tools/train_mini_model.py``; weights shipped as package data, so it works offline.
+- ``sd-v1-5-inpainting``: SD v1.5's inpainting model (a 9-channel UNet: latents, mask, masked
+  image); weights from ``$SDLIB_SD15_INPAINTING_WEIGHTS`` or the hub.
 - ``tiny``: the same code paths at toy size with seeded random weights; seconds-fast, for tests and
   CI.
 
@@ -21,6 +23,7 @@ from sdlib.models.vae import VAEConfig
 from sdlib.sampling.schedule import SchedulerConfig
 
 SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+SD15_INPAINTING_REPO = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 ASSETS = Path(__file__).parent / "assets"
 
 # SD v1.5's scheduler/scheduler_config.json, read as DDIMScheduler.from_config reads it.
@@ -31,6 +34,14 @@ SD15_SCHEDULER = SchedulerConfig(beta_start=0.00085, beta_end=0.012, beta_schedu
 def sd15_configs():
     return {"text_encoder": TextEncoderConfig(), "unet": UNetConfig(), "vae": VAEConfig(),
             "scheduler": SD15_SCHEDULER}
+
+
+def sd15_inpainting_configs():
+    """SD v1.5's inpainting model: its UNet also reads the mask and the masked image's latents
+    (4 + 1 + 4 input channels); everything else as SD v1.5."""
+    configs = sd15_configs()
+    configs["unet"] = dataclasses.replace(configs["unet"], in_channels=9)
+    return configs
 
 
 def tiny_configs():
@@ -97,6 +108,9 @@ class Preset:
 PRESETS = {preset.name: preset for preset in (
     Preset("sd-v1-5", "Stable Diffusion v1.5 (real weights from $SDLIB_SD15_WEIGHTS or the hub)",
            sd15_configs, 512, weights_env="SDLIB_SD15_WEIGHTS", repo_id=SD15_REPO),
+    Preset("sd-v1-5-inpainting", "Stable Diffusion v1.5 inpainting (9-channel UNet; real weights "
+           "from $SDLIB_SD15_INPAINTING_WEIGHTS or the hub)", sd15_inpainting_configs, 512,
+           weights_env="SDLIB_SD15_INPAINTING_WEIGHTS", repo_id=SD15_INPAINTING_REPO),
     Preset("mini-shapes", "SD in miniature, trained on procedural shapes (shipped weights)",
            mini_shapes_configs, 64, shipped_weights=MINI_SHAPES_WEIGHTS),
     Preset("tiny", "toy-sized random model for tests and CI (draws noise)", tiny_configs, 64),

@@ -53,3 +53,8 @@ def test_every_sd15_single_file_tensor_maps_onto_a_model_weight_of_its_shape(
                 variable, layout = mapping[name]
                 keras_shape = to_keras_layout(fake_state[key], layout).shape
                 assert keras_shape == tuple(variable.shape), key
+
+
+def test_the_inpainting_unet_matches_sd15_inpainting():
+    models = build_models(presets.sd15_inpainting_configs(), with_weights=["unet"])
+    assert _count(models["unet"]) == 859_535_364  # 859,520,964 + 5 x 320 x 3 x 3 conv_in weights

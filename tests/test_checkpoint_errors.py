@@ -204,3 +204,13 @@ def test_loading_a_good_folder_still_works_after_all_that(folder):
     parts = loading.open_checkpoint(str(folder)).load()
     assert isinstance(parts, sdlib.Components)
     assert parts.unet.config.in_channels == 4 and parts.tokenizer.max_length == 77
+
+
+def test_a_single_file_inpainting_checkpoint_is_read_as_nine_channels():
+    """No config for a single file: SD v1.5's, with the input channels of the file's first conv."""
+    from sdlib.loading.single_file import single_file_configs
+
+    header = {"model.diffusion_model.input_blocks.0.0.weight": {"shape": [320, 9, 3, 3]}}
+    assert single_file_configs(None, header)["unet"].in_channels == 9
+    plain = {"model.diffusion_model.input_blocks.0.0.weight": {"shape": [320, 4, 3, 3]}}
+    assert single_file_configs(None, plain)["unet"].in_channels == 4

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from sdlib.cli import main
-from sdlib.cli.generate import save_png
+from sdlib.cli.common import save_png
 
 ARGS = ["generate", "a small red circle", "--preset", "tiny", "--steps", "2", "--seed", "0",
         "--no-jit"]
@@ -66,3 +66,44 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         save_png(np.zeros((4, 4, 3), np.uint8), tmp_path / "out.png")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture()
+def picture(tmp_path):
+    path = tmp_path / "in.png"
+    Image.fromarray(np.full((64, 48, 3), 90, np.uint8)).save(path)
+    mask = np.zeros((64, 48), np.uint8)
+    mask[10:30, 10:30] = 255
+    Image.fromarray(mask, "L").save(tmp_path / "mask.png")
+    return path
+
+
+EDIT = ["--preset", "tiny", "--steps", "3", "--seed", "0", "--no-jit"]
+
+
+def test_img2img_redraws_an_image_file_at_its_size(tmp_path, picture):
+    out = tmp_path / "out.png"
+    assert main(["img2img", str(picture), "a red circle", "--strength", "0.6", *EDIT,
+                 "--out", str(out)]) == 0
+    assert np.asarray(Image.open(out)).shape == (64, 48, 3)
+
+
+def test_inpaint_repaints_the_white_part_of_the_mask(tmp_path, picture):
+    out = tmp_path / "out.png"
+    assert main(["inpaint", str(picture), str(tmp_path / "mask.png"), "a red circle", *EDIT,
+                 "--paste-original", "--out", str(out)]) == 0
+    result = np.asarray(Image.open(out))
+    assert (result[40:, :] == 90).all()  # black in the mask: the original pixels, pasted back
+
+
+def test_edit_commands_name_what_is_wrong(tmp_path, picture, capsys):
+    assert main(["img2img", str(tmp_path / "nowhere.png"), "x", *EDIT,
+                 "--out", str(tmp_path / "o.png")]) == 2
+    assert "No image at" in capsys.readouterr().err
+    (tmp_path / "taken.png").write_bytes(b"keep")
+    assert main(["inpaint", str(picture), str(tmp_path / "mask.png"), "x", *EDIT,
+                 "--out", str(tmp_path / "taken.png")]) == 2
+    assert (tmp_path / "taken.png").read_bytes() == b"keep"
+    assert main(["img2img", str(picture), "x", "--strength", "2", *EDIT,
+                 "--out", str(tmp_path / "s.png")]) == 2
+    assert "strength must lie in [0, 1]" in capsys.readouterr().err

@@ -4,9 +4,9 @@ and the function that runs it."""
 import argparse
 import sys
 
-from sdlib.cli import generate
+from sdlib.cli import edit, generate
 
-COMMANDS = (generate,)
+COMMANDS = (generate, edit)
 
 
 def build_parser():

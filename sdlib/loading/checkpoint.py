@@ -13,7 +13,7 @@ import os
 from sdlib.loading import hub
 from sdlib.loading.build import Components
 from sdlib.loading.folder import load_folder, read_folder_configs
-from sdlib.loading.safetensors import read_metadata, read_safetensors
+from sdlib.loading.safetensors import read_header, read_safetensors
 from sdlib.loading.sdlib_file import is_sdlib_file, load_sdlib_file, read_sdlib_configs
 from sdlib.loading.single_file import load_single_file, single_file_configs
 
@@ -46,9 +46,10 @@ def open_checkpoint(path_or_repo_id, variant=None, token=None, config_path=None)
     path = hub.resolve(path_or_repo_id, variant=variant, token=token)
     if os.path.isdir(path):
         return Checkpoint(path, "folder", read_folder_configs(path), variant=variant)
-    if is_sdlib_file(read_metadata(path)):
+    header = read_header(path)
+    if is_sdlib_file(header.get("__metadata__") or {}):
         return Checkpoint(path, "sdlib file", read_sdlib_configs(path))
-    return Checkpoint(path, "single file", single_file_configs(config_path),
+    return Checkpoint(path, "single file", single_file_configs(config_path, header),
                       config_path=config_path)
 
 

@@ -75,13 +75,19 @@ def _check_header(path) -> dict:
     return header
 
 
-def read_metadata(path) -> dict:
-    """The ``__metadata__`` strings of a safetensors header, without reading any tensor."""
+def read_header(path) -> dict:
+    """A safetensors header, checked (tensor name -> dtype, shape, offsets; ``__metadata__``),
+    without reading any tensor."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No checkpoint file at {path}.")
     refuse_pickle(path)
-    return _check_header(path).get("__metadata__") or {}
+    return _check_header(path)
+
+
+def read_metadata(path) -> dict:
+    """The ``__metadata__`` strings of a safetensors header, without reading any tensor."""
+    return read_header(path).get("__metadata__") or {}
 
 
 def read_safetensors(path) -> dict:

@@ -8,6 +8,7 @@ which levels have attention), so it is computed, not tabulated; ``tests/fixtures
 checks it.
 """
 
+import dataclasses
 import re
 
 from sdlib.errors import CheckpointError
@@ -132,9 +133,16 @@ def vae_key(key, config):
     return key
 
 
-def single_file_configs(config_path=None):
-    """A single file has no configs: the diffusers folder ``config_path``'s, else SD v1.5's."""
-    return read_folder_configs(config_path) if config_path is not None else sd15_configs()
+def single_file_configs(config_path=None, header=None):
+    """A single file has no configs: the diffusers folder ``config_path``'s, else SD v1.5's, with
+    the UNet's input channels read off its first conv (9 in an inpainting file) in ``header``."""
+    if config_path is not None:
+        return read_folder_configs(config_path)
+    configs = sd15_configs()
+    conv_in = (header or {}).get(UNET_PREFIX + "input_blocks.0.0.weight", {}).get("shape")
+    if conv_in and len(conv_in) == 4 and conv_in[1] != configs["unet"].in_channels:
+        configs["unet"] = dataclasses.replace(configs["unet"], in_channels=conv_in[1])
+    return configs
 
 
 def load_single_file(path, state, configs, dtype="float32", config_path=None):
