@@ -135,12 +135,16 @@ def sdlib_guided_step(pipe, rng):
     text_to_image runs it."""
     from keras import ops
 
+    from sdlib.pipeline import Edit, step_coefficients
+
     latent = ops.convert_to_tensor(rng.standard_normal((1, *pipe.latent_shape)), "float32")
     plan = pipe._samplers["ddim"].plan(50)
+    edit = Edit(*(ops.convert_to_tensor(value, "float32") for value in pipe._no_edit(1)))
     inputs = (latent, ops.zeros_like(latent),
               ops.convert_to_tensor(rng.standard_normal((2, 77, 768)), "float32"),  # context
               ops.convert_to_tensor(plan.timesteps[0], "float32"),
-              ops.convert_to_tensor(plan.coefficients[0]), ops.convert_to_tensor(7.5, "float32"))
+              ops.convert_to_tensor(step_coefficients(plan)[0]),
+              ops.convert_to_tensor(7.5, "float32"), edit)
     return pipe._step_fns["ddim"], inputs
 
 

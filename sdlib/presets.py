@@ -5,10 +5,12 @@
   ``load_weights=False`` gives random weights for parameter counts and benchmarks.
 - ``mini-shapes``: Stable Diffusion in miniature (64x64), trained here on procedural shapes with
   ``tools/train_mini_model.py``; weights shipped as package data, so it works offline.
+- ``mini-shapes-inpaint``: its inpainting model, fine-tuned from it by
+  ``tools/train_mini_inpainting.py`` (the file holds the UNet; the rest comes from mini-shapes).
 - ``sd-v1-5-inpainting``: SD v1.5's inpainting model (a 9-channel UNet: latents, mask, masked
   image); weights from ``$SDLIB_SD15_INPAINTING_WEIGHTS`` or the hub.
 - ``tiny``: the same code paths at toy size with seeded random weights; seconds-fast, for tests and
-  CI.
+  CI; ``tiny-inpaint`` the same with a 9-channel UNet.
 
 Reading the weights is ``sdlib.loading``'s job; this module only names things.
 """
@@ -34,14 +36,6 @@ SD15_SCHEDULER = SchedulerConfig(beta_start=0.00085, beta_end=0.012, beta_schedu
 def sd15_configs():
     return {"text_encoder": TextEncoderConfig(), "unet": UNetConfig(), "vae": VAEConfig(),
             "scheduler": SD15_SCHEDULER}
-
-
-def sd15_inpainting_configs():
-    """SD v1.5's inpainting model: its UNet also reads the mask and the masked image's latents
-    (4 + 1 + 4 input channels); everything else as SD v1.5."""
-    configs = sd15_configs()
-    configs["unet"] = dataclasses.replace(configs["unet"], in_channels=9)
-    return configs
 
 
 def tiny_configs():
@@ -88,6 +82,23 @@ def mini_shapes_configs():
 
 
 MINI_SHAPES_WEIGHTS = ASSETS / "mini_shapes.safetensors"
+MINI_SHAPES_INPAINT_WEIGHTS = ASSETS / "mini_shapes_inpaint.safetensors"  # UNet; the rest above
+
+
+def inpainting(make_configs):
+    """``make_configs``' model with a 9-channel UNet: latents, the mask, the masked image's latents
+    (as sd-v1-5-inpainting); the rest is the same."""
+
+    def configs():
+        made = make_configs()
+        return {**made, "unet": dataclasses.replace(made["unet"], in_channels=9)}
+
+    return configs
+
+
+sd15_inpainting_configs = inpainting(sd15_configs)
+mini_shapes_inpaint_configs = inpainting(mini_shapes_configs)
+tiny_inpaint_configs = inpainting(tiny_configs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +124,11 @@ PRESETS = {preset.name: preset for preset in (
            weights_env="SDLIB_SD15_INPAINTING_WEIGHTS", repo_id=SD15_INPAINTING_REPO),
     Preset("mini-shapes", "SD in miniature, trained on procedural shapes (shipped weights)",
            mini_shapes_configs, 64, shipped_weights=MINI_SHAPES_WEIGHTS),
+    Preset("mini-shapes-inpaint", "mini-shapes' inpainting model (9-channel UNet, shipped weights)",
+           mini_shapes_inpaint_configs, 64, shipped_weights=MINI_SHAPES_INPAINT_WEIGHTS),
     Preset("tiny", "toy-sized random model for tests and CI (draws noise)", tiny_configs, 64),
+    Preset("tiny-inpaint", "tiny with a 9-channel inpainting UNet, random", tiny_inpaint_configs,
+           64),
 )}
 
 

@@ -214,3 +214,26 @@ def test_a_single_file_inpainting_checkpoint_is_read_as_nine_channels():
     assert single_file_configs(None, header)["unet"].in_channels == 9
     plain = {"model.diffusion_model.input_blocks.0.0.weight": {"shape": [320, 4, 3, 3]}}
     assert single_file_configs(None, plain)["unet"].in_channels == 4
+
+
+def test_an_sdlib_file_may_hold_some_models_and_take_the_rest_from_its_base(tmp_path):
+    from sdlib import presets
+    from sdlib.loading.build import random_components
+    from sdlib.loading.sdlib_file import save_sdlib_file
+
+    configs = presets.tiny_configs()
+    base, other = random_components(configs), random_components(configs)
+    save_sdlib_file(base.models, configs, tmp_path / "base.safetensors", dtype="float32")
+    delta = tmp_path / "delta.safetensors"
+    save_sdlib_file({**base.models, "unet": other.unet}, configs, delta, dtype="float32",
+                    components=("unet",), base=tmp_path / "base.safetensors")
+    loaded = loading.open_checkpoint(str(delta)).load()
+    for name, source in (("unet", other), ("vae", base), ("text_encoder", base)):
+        for ours, theirs in zip(loaded.models[name].weights, source.models[name].weights,
+                                strict=True):
+            np.testing.assert_array_equal(np.asarray(ours.numpy()), np.asarray(theirs.numpy()))
+    (tmp_path / "base.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="base.safetensors"):
+        loading.open_checkpoint(str(delta)).load()
+    with pytest.raises(ValueError, match="needs base="):
+        save_sdlib_file(base.models, configs, tmp_path / "x.safetensors", components=("unet",))

@@ -86,3 +86,28 @@ def peers_heading(record):
                 if "error" not in row}
     return (f"{record['size']}x{record['size']}; {record['device']}; {record['date'][:10]}; "
             + ", ".join(f"{name} {version}" for name, version in versions.items()))
+
+
+# === Tables of judged editing (benchmarks/editing_quality.py) ===
+EDITING_COLUMNS = {
+    "recolor": ("new color", "position kept", "shape kept", "all3"),
+    "replace": ("color", "shape", "position", "size", "background", "all"),
+}
+
+
+def format_editing_table(record):
+    """Markdown: one table per task; scores in %, the kept region's mean |difference| of 255."""
+    tables = []
+    for task, columns in EDITING_COLUMNS.items():
+        rows = [row for row in record["rows"] if row["task"] == task]
+        if not rows:
+            continue
+        extra = "changed" if task == "recolor" else "unmasked |delta|"
+        lines = ["| " + " | ".join(["method", "targets", "n", *columns, extra]) + " |",
+                 "|---|---|---:|" + "---:|" * (len(columns) + 1)]
+        for row in rows:
+            cells = [row["method"], row["split"], str(row["count"]),
+                     *(f"{100 * row[column]:.1f}" for column in columns), f"{row[extra]:.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        tables.append(f"**{task}**\n\n" + "\n".join(lines))
+    return "\n\n".join(tables)

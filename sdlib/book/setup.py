@@ -11,6 +11,9 @@ import os
 from sdlib import device, presets
 from sdlib.pipeline import StableDiffusion
 
+INPAINTING_PRESETS = {"sd-v1-5": "sd-v1-5-inpainting", "mini-shapes": "mini-shapes-inpaint",
+                      "tiny": "tiny-inpaint"}
+
 
 @dataclasses.dataclass
 class ChapterSetup:
@@ -27,6 +30,12 @@ class ChapterSetup:
         kwargs.setdefault("img_height", self.img_size)
         kwargs.setdefault("img_width", self.img_size)
         return StableDiffusion.from_preset(self.preset, **kwargs)
+
+    def inpainting_pipeline(self, **kwargs):
+        """The inpainting model that goes with the chapter's model (a 9-channel UNet)."""
+        kwargs.setdefault("img_height", self.img_size)
+        kwargs.setdefault("img_width", self.img_size)
+        return StableDiffusion.from_preset(INPAINTING_PRESETS[self.preset], **kwargs)
 
     def is_real_sd(self):
         return self.preset == "sd-v1-5"

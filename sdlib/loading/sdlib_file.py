@@ -2,10 +2,13 @@
 
 One safetensors file: ``<component>.<diffusers name>`` keys in PyTorch layout (so the strict loader
 reads them as it reads a diffusers folder), and the configs as JSON in the header's metadata, so the
-file alone says what architecture to build.
+file alone says what architecture to build. A file may hold only some of the models and name a
+``base`` file beside it for the others: mini-shapes-inpaint ships its UNet (8 MB) and takes the text
+encoder and VAE from mini-shapes.
 """
 
 import json
+import os
 
 import numpy as np
 from safetensors.numpy import save_file
@@ -28,15 +31,20 @@ def is_sdlib_file(metadata):
     return metadata.get("format") == FORMAT
 
 
-def save_sdlib_file(models, configs, path, dtype="float16"):
-    """Write text encoder, UNet and VAE weights plus their configs to one safetensors file."""
+def save_sdlib_file(models, configs, path, dtype="float16", components=MODEL_NAMES, base=None):
+    """Write the weights of ``components`` (all three by default) plus every config to one
+    safetensors file; ``base``: the file beside it that holds the other components."""
+    if set(components) != set(MODEL_NAMES) and base is None:
+        raise ValueError("a file with only some of the models needs base=, the file with the rest.")
     tensors = {}
-    for component in MODEL_NAMES:
+    for component in components:
         for name, (variable, layout) in keras_weight_map(models[component]).items():
             array = to_torch_layout(np.asarray(variable.numpy(), dtype=np.float32), layout)
             tensors[f"{component}.{name}"] = np.ascontiguousarray(array.astype(dtype))
     metadata = {"format": FORMAT,
                 "configs": json.dumps({key: value.to_dict() for key, value in configs.items()})}
+    if base is not None:
+        metadata["base"] = os.path.basename(base)
     save_file(tensors, path, metadata=metadata)
 
 
@@ -49,8 +57,15 @@ def read_sdlib_configs(path):
 
 
 def load_sdlib_file(path, configs, dtype="float32"):
-    """Components of an sdlib file, built from ``configs`` (``read_sdlib_configs``)."""
+    """Components of an sdlib file, built from ``configs`` (``read_sdlib_configs``); the models the
+    file does not hold come from its ``base`` file."""
     state = read_safetensors(path)
+    base = read_metadata(path).get("base")
+    if base is not None:
+        base = os.path.join(os.path.dirname(os.fspath(path)), base)
+        held = {key.split(".", 1)[0] for key in state}
+        state.update({key: value for key, value in read_safetensors(base).items()
+                      if key.split(".", 1)[0] not in held})
     models = build_models(configs, dtype=dtype)
     for component in MODEL_NAMES:
         prefix = component + "."

@@ -10,13 +10,16 @@ import time
 
 import keras
 import numpy as np
+from keras import ops
 
 from sdlib.loading.build import build_models
 from sdlib.sampling.schedule import add_noise, alphas_cumprod
 
 
 class DiffusionTrainer(keras.Model):
-    """Text encoder + UNet predicting the noise added to a latent."""
+    """Text encoder + UNet predicting the noise added to a latent. With ``"conditioning"`` in the
+    inputs (an inpainting UNet's mask and masked-image latents) the UNet reads it beside the latent,
+    as the pipeline feeds it."""
 
     def __init__(self, text_encoder, unet, **kwargs):
         super().__init__(**kwargs)
@@ -25,7 +28,10 @@ class DiffusionTrainer(keras.Model):
 
     def call(self, inputs):
         context = self.text_encoder(inputs["token_ids"])  # (B, 77, D)
-        return self.unet(inputs["noisy_latents"], inputs["timesteps"], context)
+        latents = inputs["noisy_latents"]  # (B, h, w, C)
+        if "conditioning" in inputs:
+            latents = ops.concatenate([latents, inputs["conditioning"]], axis=-1)  # (B, h, w, C_in)
+        return self.unet(latents, inputs["timesteps"], context)
 
 
 class NoisedLatents(keras.utils.PyDataset):
@@ -37,7 +43,7 @@ class NoisedLatents(keras.utils.PyDataset):
     """
 
     def __init__(self, latents, token_ids, empty_ids, alphas_bar, batch_size, steps, seed,
-                 caption_dropout=0.1, prediction_type="epsilon"):
+                 caption_dropout=0.1, prediction_type="epsilon", conditioning=None):
         super().__init__()
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got "
@@ -47,6 +53,7 @@ class NoisedLatents(keras.utils.PyDataset):
         self.batch_size, self.steps, self.seed = batch_size, steps, seed
         self.caption_dropout = caption_dropout
         self.prediction_type = prediction_type
+        self.conditioning = conditioning  # (N, h, w, C_extra), one row per latent, or None
 
     def __len__(self):
         return self.steps
@@ -63,6 +70,8 @@ class NoisedLatents(keras.utils.PyDataset):
         ids[rng.random(self.batch_size) < self.caption_dropout] = self.empty_ids
         inputs = {"noisy_latents": noisy.astype(np.float32),
                   "timesteps": timesteps.astype(np.int32), "token_ids": ids.astype(np.int32)}
+        if self.conditioning is not None:
+            inputs["conditioning"] = self.conditioning[rows].astype(np.float32)
         if self.prediction_type == "v_prediction":
             target = np.sqrt(alpha_bar) * noise - np.sqrt(1.0 - alpha_bar) * x0
         else:
@@ -105,15 +114,19 @@ class StopAfter(keras.callbacks.Callback):
 
 def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler_config, steps,
                     batch_size=64, learning_rate=8e-4, seed=0, log_every=200, ema_momentum=0.999,
-                    callbacks=(), jit_compile=True):
+                    callbacks=(), jit_compile=True, conditioning=None, train_text_encoder=True):
     """Fit text encoder + UNet on scaled latents; ends with the EMA weights in place.
 
     ``callbacks``: extra Keras callbacks (a notebook samples images every few hundred steps).
+    ``conditioning`` (N, h, w, C_extra): what an inpainting UNet reads beside each latent.
+    ``train_text_encoder=False`` keeps the text encoder as it is (fine-tuning the UNet alone).
     """
     keras.utils.set_random_seed(seed)
+    was_trainable, text_encoder.trainable = text_encoder.trainable, train_text_encoder
     trainer = DiffusionTrainer(text_encoder, unet)
     data = NoisedLatents(latents, token_ids, empty_ids, alphas_cumprod(scheduler_config),
-                         batch_size, steps, seed, prediction_type=scheduler_config.prediction_type)
+                         batch_size, steps, seed, prediction_type=scheduler_config.prediction_type,
+                         conditioning=conditioning)
     optimizer = keras.optimizers.AdamW(cosine_schedule(learning_rate, steps, 200),
                                        weight_decay=1e-2, global_clipnorm=1.0, use_ema=True,
                                        ema_momentum=ema_momentum)
@@ -121,6 +134,7 @@ def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler
     trainer.fit(data, epochs=1, verbose=0,
                 callbacks=[PrintEvery(log_every, "diffusion"), *callbacks])
     optimizer.finalize_variable_values(trainer.trainable_variables)  # swap in the EMA weights
+    text_encoder.trainable = was_trainable
     return text_encoder, unet
 
 
