@@ -17,6 +17,7 @@ import numpy as np
 from keras import ops
 
 from sdlib import device, editing, loading, presets, validation
+from sdlib.adapters import AdapterMethods
 from sdlib.backend import CompiledFunction, to_numpy
 from sdlib.loading.build import Components, random_components
 from sdlib.sampling.samplers import SAMPLERS, make_sampler
@@ -39,7 +40,7 @@ class Edit(NamedTuple):
     conditioning: object
 
 
-class StableDiffusion:
+class StableDiffusion(AdapterMethods):
     """Text-to-image with Stable Diffusion v1. Build it with ``from_preset`` or ``from_pretrained``,
     or from :class:`sdlib.Components` (what the loaders return)."""
 
@@ -85,6 +86,7 @@ class StableDiffusion:
         self._decode_fn = CompiledFunction(self._decode_graph, [self.vae], self.jit_compile)
         self._encode_image_fn = CompiledFunction(self._encode_image_graph, [self.vae],
                                                  self.jit_compile)
+        self._init_adapters()
 
     # === Constructors ===
     @classmethod

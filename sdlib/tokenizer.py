@@ -163,10 +163,55 @@ class CLIPTokenizer:
         self._raw_specials, self._raw_special_pattern = raw, _alternation(raw)
         self._normalized_specials = normalized
         self._normalized_special_pattern = _alternation(normalized)
+        self.added_tokens: dict[str, int] = {}  # textual inversion's tokens, in load order
+
+    def add_tokens(self, tokens: Sequence[str]) -> list[int]:
+        """New whole-word tokens (textual inversion's), with ids after the vocab and any tokens
+        added before, as transformers' ``add_tokens`` gives them: matched in the normalised
+        (lower-cased) prompt before BPE, so ``"<Cat-Toy>,"`` holds ``"<cat-toy>"``."""
+        for token in tokens:
+            if not token or token != token.strip():
+                raise ValueError(f"A token must be non-empty, without surrounding spaces: "
+                                 f"{token!r}.")
+            if token in self.vocab or token in self.added_tokens or token in self._raw_specials:
+                raise ValueError(f"The token {token!r} exists already in the tokenizer; pick "
+                                 "another token (e.g. token='<my-concept>').")
+        ids = []
+        for token in tokens:
+            token_id = self.vocab_size + len(self.added_tokens)
+            self.added_tokens[token] = token_id
+            self._normalized_specials.setdefault(normalize(token), token_id)
+            self._id_to_token[token_id] = token
+            ids.append(token_id)
+        self._normalized_special_pattern = _alternation(self._normalized_specials)
+        return ids
+
+    def expand_prompt(self, prompt: str) -> str:
+        """A multi-vector token ``<t>`` becomes ``<t> <t>_1 <t>_2 ...`` (diffusers'
+        ``TextualInversionLoaderMixin.maybe_convert_prompt``, the same rules: tokens found in the
+        normalised prompt, replaced in the prompt as typed)."""
+        if not self.added_tokens:
+            return prompt
+        found = {piece for piece, token_id in _split_on(
+            normalize(prompt), self._normalized_special_pattern, self._normalized_specials)
+            if token_id is not None}
+        for token in sorted(found):
+            if token not in self.added_tokens:
+                continue
+            replacement, index = token, 1
+            while f"{token}_{index}" in self.added_tokens:
+                replacement += f" {token}_{index}"
+                index += 1
+            prompt = prompt.replace(token, replacement)
+        return prompt
 
     @property
     def vocab_size(self) -> int:
+        """The vocab's size; ``len(tokenizer)`` counts the added tokens too."""
         return len(self.vocab)
+
+    def __len__(self) -> int:
+        return len(self.vocab) + len(self.added_tokens)
 
     @classmethod
     def from_default(cls, max_length: int = 77) -> CLIPTokenizer:
@@ -218,7 +263,7 @@ class CLIPTokenizer:
         """BPE ids of one prompt, without BOS, EOS or padding."""
         ids = []
         for raw_piece, raw_special in _split_on(
-            text, self._raw_special_pattern, self._raw_specials
+            self.expand_prompt(text), self._raw_special_pattern, self._raw_specials
         ):
             if raw_special is not None:
                 ids.append(raw_special)

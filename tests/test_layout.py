@@ -19,11 +19,12 @@ LAYERS = {
     "models": 1, "sampling": 1,
     "presets": 2,
     "loading": 3,
-    "pipeline": 4,
-    "sdlib": 5,  # the package itself: __init__ exports the pipeline
-    "training": 6,
-    "mini": 7, "book": 7, "cli": 7,
-    "__main__": 8,
+    "adapters": 4,  # the pipeline's LoRA and textual-inversion methods
+    "pipeline": 5,
+    "sdlib": 6,  # the package itself: __init__ exports the pipeline
+    "training": 7,
+    "mini": 8, "book": 8, "cli": 8,
+    "__main__": 9,
 }
 CORE = {"errors", "config", "validation", "backend", "tokenizer", "device", "editing"}
 

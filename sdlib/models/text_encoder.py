@@ -7,6 +7,7 @@ Stable Diffusion conditions the UNet on the last hidden state (after the final L
 import dataclasses
 
 import keras
+import numpy as np
 from keras import ops
 
 from sdlib.config import Config
@@ -170,3 +171,21 @@ class CLIPTextEncoder(ConfiguredModel):
     def build_weights(self):
         self.build((None, self.config.max_position_embeddings))
         return self
+
+    def resize_token_embeddings(self, num_tokens):
+        """Give the token table ``num_tokens`` rows (textual inversion's new words), keeping the
+        rows it had, as transformers' ``resize_token_embeddings`` does; new rows start as the mean
+        of the old ones. The table is a new variable: functions compiled over the old one must be
+        compiled again."""
+        table = self.embeddings.token_embedding
+        old = ops.convert_to_numpy(table.embeddings)  # (V, D)
+        kept = old[:num_tokens]
+        extra = np.repeat(old.mean(axis=0, keepdims=True), num_tokens - len(kept), axis=0)
+        table._untrack_variable(table._embeddings)
+        table._tracker.unlock()  # as Keras' own enable_lora adds state to a built layer
+        table.input_dim = num_tokens
+        table._embeddings = table.add_weight(shape=(num_tokens, old.shape[1]), name="embeddings",
+                                             initializer="zeros", trainable=True)
+        table._tracker.lock()
+        table._embeddings.assign(np.concatenate([kept, extra]).astype(old.dtype))
+        self.config = dataclasses.replace(self.config, vocab_size=num_tokens)
