@@ -1,11 +1,12 @@
-"""Editing on mini-shapes, judged: image-to-image that recolors an object, and inpainting that
-replaces it, by the trained 9-channel model (mini-shapes-inpaint) and by blending (mini-shapes).
+"""Editing on mini-shapes, judged: image-to-image that recolors an object; inpainting that adds
+a new object or replaces the old one, by the 9-channel model (mini-shapes-inpaint) and by blending.
 
     python benchmarks/editing_quality.py                       # 150 seen + 60 held-out tasks each
     python benchmarks/editing_quality.py --tasks 40 --held-out 20 --steps 15
 
 Tasks are drawn at random (``sdlib.mini.edits``): recolor = the same object in another color,
-strength ``--strength``; replace = erase the object and paint a new one elsewhere on the same
+strength ``--strength``; add = a new object painted into an empty region (the mask is its place; the
+judge reads the masked region); replace = erase the object and paint a new one elsewhere on the same
 background, the mask covering both places. Targets whose (color, shape) pair training never showed
 are reported apart. Prints a table and writes JSON to the results archive (chapter 8 shows it).
 """
@@ -40,10 +41,12 @@ def main():
     rows = []
     for split, count, held_out in (("seen", args.tasks, False), ("held-out", args.held_out, True)):
         recolor = edits.recolor_tasks(count, seed=args.seed + 1, held_out=held_out)
+        add = edits.add_tasks(count, seed=args.seed + 3, held_out=held_out)
         replace = edits.replace_tasks(count, seed=args.seed + 2, held_out=held_out)
-        runs = [("recolor", "image-to-image", "mini-shapes", recolor),
-                ("replace", "blend (4-channel UNet)", "mini-shapes", replace),
-                ("replace", "inpainting model (9-channel UNet)", "mini-shapes-inpaint", replace)]
+        runs = [("recolor", "image-to-image", "mini-shapes", recolor)]
+        for task, tasks in (("add", add), ("replace", replace)):
+            runs += [(task, "blend (4-channel UNet)", "mini-shapes", tasks),
+                     (task, "inpainting model (9-channel UNet)", "mini-shapes-inpaint", tasks)]
         for task, method, model, tasks in runs:
             start = time.perf_counter()
             if task == "recolor":
@@ -52,7 +55,7 @@ def main():
                                                      num_steps=args.steps)
             else:
                 scores, *_ = edits.measure_replace(models[model], judge, tasks, seed=args.seed,
-                                                   num_steps=args.steps)
+                                                   kind=task, num_steps=args.steps)
             row = {"task": task, "method": method, "model": model, "split": split,
                    "count": len(tasks), "seconds": time.perf_counter() - start, **scores}
             rows.append(row)

@@ -73,3 +73,30 @@ def test_write_never_replaces_an_archive(tmp_path):
     assert first.name == "modes-x.json" and second.name == "modes-x-102031.json"
     assert json.loads(first.read_text())["rows"] == []
     assert [r["rows"] for r in archive.records("modes", tmp_path)] == [[], [1]]
+
+
+def test_editing_records_format_one_table_per_task():
+    row = {"method": "blend", "split": "seen", "count": 3, "color": 1.0, "shape": 2 / 3,
+           "position": 1.0, "size": 1.0, "background": 1.0, "all": 2 / 3,
+           "unmasked |delta|": 3.21}
+    record = {"rows": [{**row, "task": "add"}, {**row, "task": "replace", "method": "model"},
+                       {"task": "recolor", "method": "image-to-image", "split": "held-out",
+                        "count": 2, "new color": 0.5, "position kept": 1.0, "shape kept": 1.0,
+                        "all3": 0.5, "changed": 12.0}]}
+    text = archive.format_editing_table(record)
+    assert text.index("**recolor**") < text.index("**add**") < text.index("**replace**")
+    assert "| blend | seen | 3 | 100.0 | 66.7 | 100.0 | 100.0 | 100.0 | 66.7 | 3.21 |" in text
+    assert "| image-to-image | held-out | 2 | 50.0 | 100.0 | 100.0 | 50.0 | 12.00 |" in text
+
+
+def test_adapter_records_format_one_row_per_adapter_and_split():
+    scores = {"color": 1.0, "shape": 0.5, "position": 1.0, "size": 1.0, "background": 1.0,
+              "all3": 0.5, "all": 0.5}
+    record = {"rows": [{"adapter": "none", "split": "held-out", "count": 2, **scores},
+                       {"adapter": "<w>", "split": "new word", "count": 4, **scores,
+                        "concept": 0.75}]}
+    lines = archive.format_adapter_table(record).splitlines()
+    assert lines[0] == ("| adapter | prompts | n | color | shape | position | size | background "
+                        "| all3 | concept |")
+    assert lines[2] == "| none | held-out | 2 | 100.0 | 50.0 | 100.0 | 100.0 | 100.0 | 50.0 |  |"
+    assert lines[3].endswith("| 50.0 | 75.0 |")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sdlib.mini import edits, shapes
-from sdlib.mini.train import inpainting_masks
+from sdlib.mini.train import inpainting_examples
 
 
 def object_pixels(image, spec):
@@ -51,10 +51,15 @@ def test_sources_and_masks_scale_to_the_pipeline_size():
     np.testing.assert_array_equal(large[::2, ::2], small)
 
 
-def test_training_masks_mix_whole_images_object_boxes_and_random_boxes():
-    specs = shapes.sample_specs(400, np.random.default_rng(0))
-    masks = inpainting_masks(specs, np.random.default_rng(1))
-    assert masks.shape == (400, 64, 64) and masks.dtype == np.uint8
+def test_training_examples_mix_whole_images_objects_added_and_random_boxes():
+    images, captions, masks = inpainting_examples(400, np.random.default_rng(0))
+    assert images.shape == (400, 64, 64, 3) and masks.shape == (400, 64, 64)
     full = (masks == 255).all(axis=(1, 2))
-    assert 0.09 < full.mean() < 0.21  # some: the model stays a text-to-image model
+    assert 0.05 < full.mean() < 0.16  # some: the model stays a text-to-image model
     assert (masks > 0).any(axis=(1, 2)).all()  # every mask repaints something
+    # "add" examples: an object the caption does not name, outside the mask, to be kept
+    edges = np.concatenate([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], 1)
+    background = np.median(edges, axis=1)[:, None, None, :]  # (N, 1, 1, 3)
+    objects = np.abs(images.astype(int) - background).max(axis=-1) > 40  # (N, 64, 64)
+    kept_object = (objects & (masks == 0)).any(axis=(1, 2))
+    assert 0.2 < kept_object.mean() < 0.45

@@ -91,6 +91,7 @@ def peers_heading(record):
 # === Tables of judged editing (benchmarks/editing_quality.py) ===
 EDITING_COLUMNS = {
     "recolor": ("new color", "position kept", "shape kept", "all3"),
+    "add": ("color", "shape", "position", "size", "background", "all"),
     "replace": ("color", "shape", "position", "size", "background", "all"),
 }
 
@@ -111,3 +112,20 @@ def format_editing_table(record):
             lines.append("| " + " | ".join(cells) + " |")
         tables.append(f"**{task}**\n\n" + "\n".join(lines))
     return "\n\n".join(tables)
+
+
+# === Tables of judged adapters (benchmarks/adapter_quality.py) ===
+ADAPTER_COLUMNS = ("color", "shape", "position", "size", "background", "all3", "concept")
+
+
+def format_adapter_table(record):
+    """Markdown: one row per adapter and prompt split, scores in %."""
+    columns = [column for column in ADAPTER_COLUMNS
+               if any(column in row for row in record["rows"])]
+    lines = ["| " + " | ".join(["adapter", "prompts", "n", *columns]) + " |",
+             "|---|---|---:|" + "---:|" * len(columns)]
+    for row in record["rows"]:
+        cells = [row["adapter"], row["split"], str(row["count"]),
+                 *(f"{100 * row[column]:.1f}" if column in row else "" for column in columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -2,10 +2,12 @@
 (inpainting), with the masks that say where, and the scores the judge gives the results.
 
 A task starts from a rendered image of a source spec and asks for a target spec: the same object in
-another color ("recolor"), or a new object elsewhere on the same background, the old one erased
-("replace": the mask covers the old object and the new one's place). The judge reads the target's
-attributes off the edited image, as it reads text-to-image results (``sdlib.mini.judge``); the part
-of the picture the mask keeps should not change (its mean |difference| of 255 is reported).
+another color ("recolor"); a new object painted into an empty region, the old one kept ("add": the
+mask is the new object's place); or a new object elsewhere with the old one erased ("replace": the
+mask covers both places). The judge reads the target's attributes off the edited image, as it reads
+text-to-image results (``sdlib.mini.judge``); for "add" it reads the masked region alone (the rest
+painted over with the background), since the picture then holds two objects. The part of the
+picture the mask keeps should not change: its mean |difference| of 255 is reported.
 """
 
 import dataclasses
@@ -87,6 +89,28 @@ def _resized(array, size):
     return np.asarray(Image.fromarray(array).resize((size, size), Image.NEAREST))
 
 
+def overlap(first, second):
+    """Whether two (left, top, right, bottom) boxes share a pixel."""
+    return not (first[2] <= second[0] or second[2] <= first[0] or first[3] <= second[1]
+                or second[3] <= first[1])
+
+
+def add_tasks(n, seed, held_out=False):
+    """Paint a new object (any shape, color, size) into an empty region of the same background;
+    its box and the old object's do not overlap."""
+    rng = np.random.default_rng(seed)
+    tasks = []
+    while len(tasks) < n:
+        task = replace_tasks(1, int(rng.integers(2**31)), held_out)[0]
+        if not overlap(object_box(task.source), object_box(task.target)):
+            tasks.append(task)
+    return tasks
+
+
+def add_mask(task, size=shapes.IMAGE_SIZE):
+    return _resized(box_mask([object_box(task.target)]), size)
+
+
 def replace_mask(task, size=shapes.IMAGE_SIZE):
     return _resized(box_mask([object_box(task.source), object_box(task.target)]), size)
 
@@ -113,18 +137,24 @@ def measure_recolor(pipe, judge, tasks, strength=0.6, seed=0, batch_size=20, **k
     return scores, sources, results
 
 
-def measure_replace(pipe, judge, tasks, seed=0, batch_size=20, **kwargs):
-    """Inpainting of each task's mask toward its target prompt; the judge's scores of the target's
-    attributes, and ``unmasked |delta|``: the mean |difference| of 255 where the mask keeps.
-    Returns ``(scores, sources, results, masks)``."""
+def measure_replace(pipe, judge, tasks, seed=0, batch_size=20, kind="replace", **kwargs):
+    """Inpainting of each task's mask (``kind`` "replace" or "add") toward its target prompt; the
+    judge's scores of the target's attributes, and ``unmasked |delta|``: the mean |difference| of
+    255 where the mask keeps. Returns ``(scores, sources, results, masks)``."""
     sources = source_images(tasks, seed, pipe.img_height)
-    masks = np.stack([replace_mask(task, pipe.img_height) for task in tasks])  # (N, H, W)
+    make_mask = {"replace": replace_mask, "add": add_mask}[kind]
+    masks = np.stack([make_mask(task, pipe.img_height) for task in tasks])  # (N, H, W)
     results = np.concatenate([
         pipe.inpaint([task.prompt for task in tasks[start:start + batch_size]],
                      sources[start:start + batch_size], masks[start:start + batch_size],
                      seed=seed + index, verbose=False, **kwargs)
         for index, start in enumerate(range(0, len(tasks), batch_size))])
-    scores = adherence(judge, results, [task.prompt for task in tasks])
+    judged = results
+    if kind == "add":  # the masked region alone: the old object painted over with background
+        backgrounds = np.array([shapes.BACKGROUND_RGB[task.target.background] for task in tasks])
+        judged = np.where(masks[..., None] > 0, results,
+                          backgrounds[:, None, None, :].astype(np.uint8))
+    scores = adherence(judge, judged, [task.prompt for task in tasks])
     kept = masks == 0  # (N, H, W)
     difference = np.abs(results.astype(int) - sources).mean(axis=-1)  # (N, H, W)
     scores["unmasked |delta|"] = float(difference[kept].mean())

@@ -95,31 +95,66 @@ def inpainting_unet(unet, context_length=77):
     return inpaint
 
 
-def inpainting_masks(specs, rng, full_share=0.15, object_share=0.55):
-    """One training mask per spec, uint8 (N, 64, 64), white = repaint: the whole image (the model
-    stays a text-to-image model), the object's box together with another place (it learns to paint
-    what the caption asks where it asks, and background elsewhere, as the replace tasks need), or
-    one or two random boxes."""
-    masks = []
-    for spec in specs:
-        draw = rng.random()
-        if draw < full_share:
-            masks.append(np.full((shapes.IMAGE_SIZE,) * 2, 255, np.uint8))
-            continue
-        if draw < full_share + object_share:
+ADD_TRIES = 40
+
+
+def _random_boxes(rng):
+    boxes = []
+    for _ in range(rng.integers(1, 3)):
+        width, height = rng.integers(8, 41, size=2)
+        left = rng.integers(0, shapes.IMAGE_SIZE - width + 1)
+        top = rng.integers(0, shapes.IMAGE_SIZE - height + 1)
+        boxes.append((left, top, left + width, top + height))
+    return boxes
+
+
+def _paste_object(image, other):
+    """``other``'s object pasted onto ``image`` (the same background), its antialiased edge kept."""
+    edges = [other[0], other[-1], other[:, 0], other[:, -1]]
+    background = np.median(np.concatenate(edges), axis=0)  # (3,)
+    deviation = np.abs(other.astype(np.float32) - background).max(axis=-1)  # (64, 64)
+    alpha = np.clip(deviation / max(float(deviation.max()), 1.0), 0.0, 1.0)[..., None]
+    return np.rint(image * (1 - alpha) + other * alpha).astype(np.uint8)
+
+
+def inpainting_examples(num_images, rng, shares=(0.1, 0.2, 0.45, 0.25)):
+    """Training images, captions and masks (uint8, white = repaint) in four kinds, ``shares`` of:
+
+    - "full": the whole image masked, so the model stays a text-to-image model;
+    - "replace": the object's box and another place, the caption describing the object: it learns
+      to paint what the caption asks where it asks, and background elsewhere;
+    - "add": a second object pasted outside the mask, which is the captioned object's box: the
+      caption describes what to paint, and what the mask keeps stays, whatever it shows;
+    - "random": one or two random boxes.
+    """
+    specs = shapes.sample_specs(num_images, rng, include_held_out=False)
+    kinds = rng.choice(["full", "replace", "add", "random"], size=num_images, p=shares)
+    images, captions, masks = [], [], []
+    for spec, kind in zip(specs, kinds, strict=True):
+        image = shapes.render(spec, rng)
+        if kind == "add":
+            for _ in range(ADD_TRIES):  # most pairs overlap (only ~1 in 8 does not)
+                other = shapes.sample_specs(1, rng, include_held_out=False)[0]
+                if not edits.overlap(edits.object_box(spec), edits.object_box(other)):
+                    other = dataclasses.replace(other, background=spec.background)
+                    image = _paste_object(image, shapes.render(other, rng))
+                    boxes = [edits.object_box(spec)]
+                    break
+            else:
+                kind = "replace"  # no room for a second object: a replace example instead
+        if kind == "replace":
             elsewhere = dataclasses.replace(
                 spec, position=str(rng.choice(shapes.ATTRIBUTES["position"])),
                 size=str(rng.choice(shapes.ATTRIBUTES["size"])))
             boxes = [edits.object_box(spec), edits.object_box(elsewhere)]
-        else:
-            boxes = []
-            for _ in range(rng.integers(1, 3)):
-                width, height = rng.integers(8, 41, size=2)
-                left = rng.integers(0, shapes.IMAGE_SIZE - width + 1)
-                top = rng.integers(0, shapes.IMAGE_SIZE - height + 1)
-                boxes.append((left, top, left + width, top + height))
+        elif kind == "random":
+            boxes = _random_boxes(rng)
+        elif kind == "full":
+            boxes = [(0, 0, shapes.IMAGE_SIZE, shapes.IMAGE_SIZE)]
+        images.append(image)
+        captions.append(shapes.varied_caption(spec, rng))
         masks.append(edits.box_mask(boxes))
-    return np.stack(masks)
+    return np.stack(images), captions, np.stack(masks)
 
 
 def inpainting_conditioning(vae, images, masks, scaling_factor, batch_size=256):
@@ -134,20 +169,21 @@ def inpainting_conditioning(vae, images, masks, scaling_factor, batch_size=256):
     return np.concatenate([editing.latent_mask(binary, factor), latents], axis=-1)
 
 
-def train_mini_inpainting(components, num_images=12_000, steps=1700, batch_size=64,
-                          learning_rate=4e-4, ema_momentum=0.995, seed=0, log=print,
-                          log_every=200):
+def train_mini_inpainting(components, num_images=9000, steps=1300, batch_size=64,
+                          learning_rate=4e-4, ema_momentum=0.995, kept_weight=2.0, seed=0,
+                          log=print, log_every=200):
     """Fine-tune a 9-channel inpainting UNet from ``components`` (mini-shapes) on the shapes with
-    random masks; the text encoder and the VAE stay as they are. Returns the new UNet."""
+    random masks; the text encoder and the VAE stay as they are. The loss counts the latent
+    positions the mask keeps ``kept_weight`` times: there the model must copy the picture it is
+    given, whatever the caption says. Returns the new UNet."""
     start = time.time()
     rng = np.random.default_rng(seed)
-    specs = shapes.sample_specs(num_images, rng, include_held_out=False)
-    images = np.stack([shapes.render(spec, rng) for spec in specs])  # (N, 64, 64, 3)
-    captions = [shapes.varied_caption(spec, rng) for spec in specs]
-    masks = inpainting_masks(specs, rng)
+    images, captions, masks = inpainting_examples(num_images, rng)  # masks: (N, 64, 64) uint8
     scaling = components.vae.config.scaling_factor
     latents = encode_latents(components.vae, images) * scaling  # (N, 8, 8, 4)
     conditioning = inpainting_conditioning(components.vae, images, masks, scaling)
+    repaint = conditioning[..., 0]  # (N, 8, 8): the latent-grid mask, 1 = repaint
+    loss_weights = np.where(repaint > 0.5, 1.0, kept_weight).astype(np.float32)
     log(f"data: {num_images} images, masks and latents in {time.time() - start:.0f} s")
     unet = inpainting_unet(components.unet)
     tokenizer = components.tokenizer
@@ -156,6 +192,6 @@ def train_mini_inpainting(components, num_images=12_000, steps=1700, batch_size=
                     components.scheduler_config, steps=steps, batch_size=batch_size,
                     learning_rate=learning_rate, seed=seed, log_every=log_every,
                     ema_momentum=ema_momentum, conditioning=conditioning,
-                    train_text_encoder=False)
+                    train_text_encoder=False, loss_weights=loss_weights)
     log(f"UNet fine-tuned in {time.time() - stage:.0f} s ({steps} steps of {batch_size})")
     return unet

@@ -43,7 +43,8 @@ class NoisedLatents(keras.utils.PyDataset):
     """
 
     def __init__(self, latents, token_ids, empty_ids, alphas_bar, batch_size, steps, seed,
-                 caption_dropout=0.1, prediction_type="epsilon", conditioning=None):
+                 caption_dropout=0.1, prediction_type="epsilon", conditioning=None,
+                 loss_weights=None):
         super().__init__()
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got "
@@ -54,6 +55,7 @@ class NoisedLatents(keras.utils.PyDataset):
         self.caption_dropout = caption_dropout
         self.prediction_type = prediction_type
         self.conditioning = conditioning  # (N, h, w, C_extra), one row per latent, or None
+        self.loss_weights = loss_weights  # (N, h, w): each latent position's weight, or None
 
     def __len__(self):
         return self.steps
@@ -76,6 +78,8 @@ class NoisedLatents(keras.utils.PyDataset):
             target = np.sqrt(alpha_bar) * noise - np.sqrt(1.0 - alpha_bar) * x0
         else:
             target = noise
+        if self.loss_weights is not None:
+            return inputs, target.astype(np.float32), self.loss_weights[rows].astype(np.float32)
         return inputs, target.astype(np.float32)
 
 
@@ -114,27 +118,33 @@ class StopAfter(keras.callbacks.Callback):
 
 def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler_config, steps,
                     batch_size=64, learning_rate=8e-4, seed=0, log_every=200, ema_momentum=0.999,
-                    callbacks=(), jit_compile=True, conditioning=None, train_text_encoder=True):
+                    callbacks=(), jit_compile=True, conditioning=None, train_text_encoder=True,
+                    warmup_steps=200, loss_weights=None):
     """Fit text encoder + UNet on scaled latents; ends with the EMA weights in place.
 
     ``callbacks``: extra Keras callbacks (a notebook samples images every few hundred steps).
     ``conditioning`` (N, h, w, C_extra): what an inpainting UNet reads beside each latent.
-    ``train_text_encoder=False`` keeps the text encoder as it is (fine-tuning the UNet alone).
+    ``train_text_encoder=False`` keeps the text encoder as it is (fine-tuning the UNet alone);
+    None leaves every variable's ``trainable`` flag as it is (LoRA freezes the base weights so).
+    ``loss_weights`` (N, h, w): how much each latent position of each example counts.
     """
     keras.utils.set_random_seed(seed)
-    was_trainable, text_encoder.trainable = text_encoder.trainable, train_text_encoder
+    was_trainable = text_encoder.trainable
+    if train_text_encoder is not None:  # None: each variable's own flag decides (LoRA)
+        text_encoder.trainable = train_text_encoder
     trainer = DiffusionTrainer(text_encoder, unet)
     data = NoisedLatents(latents, token_ids, empty_ids, alphas_cumprod(scheduler_config),
                          batch_size, steps, seed, prediction_type=scheduler_config.prediction_type,
-                         conditioning=conditioning)
-    optimizer = keras.optimizers.AdamW(cosine_schedule(learning_rate, steps, 200),
+                         conditioning=conditioning, loss_weights=loss_weights)
+    optimizer = keras.optimizers.AdamW(cosine_schedule(learning_rate, steps, warmup_steps),
                                        weight_decay=1e-2, global_clipnorm=1.0, use_ema=True,
                                        ema_momentum=ema_momentum)
     trainer.compile(optimizer=optimizer, loss="mse", jit_compile=jit_compile)
     trainer.fit(data, epochs=1, verbose=0,
                 callbacks=[PrintEvery(log_every, "diffusion"), *callbacks])
     optimizer.finalize_variable_values(trainer.trainable_variables)  # swap in the EMA weights
-    text_encoder.trainable = was_trainable
+    if train_text_encoder is not None:
+        text_encoder.trainable = was_trainable
     return text_encoder, unet
 
 
