@@ -6,8 +6,11 @@ rescaling or unloading assigns new values to the same variables, so nothing comp
 embedding gives the text encoder's token table new rows: the text encoder (only it) compiles again.
 """
 
+import os
+
 import numpy as np
 
+from sdlib import presets
 from sdlib.backend import CompiledFunction
 from sdlib.loading.lora import LoraStack, read_lora_file
 from sdlib.loading.textual_inversion import read_embedding_file
@@ -21,12 +24,14 @@ class AdapterMethods:
         self._lora = LoraStack({"unet": self.unet, "text_encoder": self.text_encoder})
 
     def load_lora_weights(self, path, scale=1.0, adapter_name=None):
-        """Merge a LoRA ``.safetensors`` file (diffusers / PEFT or kohya format) into the UNet and
-        the text encoder: ``W + scale * (alpha / rank) * up @ down``. ``adapter_name`` defaults to
-        ``default_0``, ``default_1``, ... Returns the name. A file that does not fit changes
-        nothing."""
+        """Merge a LoRA ``.safetensors`` file (diffusers / PEFT or kohya format), or one shipped
+        with sdlib by name (``sdlib.presets.SHIPPED_LORAS``), into the UNet and the text encoder:
+        ``W + scale * (alpha / rank) * up @ down``. ``adapter_name`` defaults to ``default_0``,
+        ``default_1``, ... Returns the name. A file that does not fit changes nothing."""
         scale = _finite(scale, "scale")
         name = f"default_{len(self._lora.deltas)}" if adapter_name is None else str(adapter_name)
+        if not os.path.exists(os.fspath(path)) and path in presets.SHIPPED_LORAS:
+            path = presets.SHIPPED_LORAS[path]
         self._lora.add(name, read_lora_file(path), scale)
         return name
 
@@ -51,9 +56,12 @@ class AdapterMethods:
 
     def load_textual_inversion(self, path, token=None):
         """Add a textual-inversion embedding (diffusers' ``{"<tok>": (n, D)}`` or A1111's
-        ``{"emb_params": (n, D)}``, safetensors); returns the tokens added. ``token`` names it
+        ``{"emb_params": (n, D)}``, safetensors; or a shipped one by its token,
+        ``sdlib.presets.SHIPPED_EMBEDDINGS``); returns the tokens added. ``token`` names it
         (A1111 files default to the file's stem). Prompts then expand ``<tok>`` into its n
         tokens."""
+        if not os.path.exists(os.fspath(path)) and path in presets.SHIPPED_EMBEDDINGS:
+            path = presets.SHIPPED_EMBEDDINGS[path]
         width = self.text_encoder.config.hidden_size
         embedding = read_embedding_file(path, token=token, width=width)
         ids = self.tokenizer.add_tokens(embedding.tokens)  # raises if a token exists: no change

@@ -83,6 +83,13 @@ def mini_shapes_configs():
 
 MINI_SHAPES_WEIGHTS = ASSETS / "mini_shapes.safetensors"
 MINI_SHAPES_INPAINT_WEIGHTS = ASSETS / "mini_shapes_inpaint.safetensors"  # UNet; the rest above
+# Adapters shipped with sdlib, which load_lora_weights also takes by name.
+SHIPPED_LORAS = {
+    "mini-shapes-held-out": ASSETS / "mini_shapes_held_out_lora.safetensors",  # for mini-shapes
+}
+SHIPPED_EMBEDDINGS = {  # textual inversion, for mini-shapes (tools/train_mini_textual_inversion.py)
+    "<my-favourite>": ASSETS / "my_favourite_embedding.safetensors",
+}
 
 
 def inpainting(make_configs):

@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from safetensors.numpy import save_file
 
 from sdlib.errors import CheckpointError
 from sdlib.loading.safetensors import read_metadata, read_safetensors
@@ -107,6 +108,37 @@ def read_lora_file(path) -> LoraFile:
         f"{path} is not a LoRA file sdlib knows: its keys ({_listing(state)}) start with neither "
         "unet. / text_encoder. (diffusers, PEFT) nor lora_unet_ / lora_te_ (kohya, A1111)."
     )
+
+
+def save_lora_file(modules, path, metadata=None):
+    """Write ``{(component, module): LoraModule}`` in diffusers' PEFT format, as its
+    ``save_lora_weights`` does: ``<component>.<module>.lora_A/B.weight`` (float32) and, per
+    component, a LoraConfig in the header (``r``, ``lora_alpha`` and an ``alpha_pattern`` for
+    modules whose alpha differs), so diffusers and sdlib read the same alpha back.
+    ``metadata``: more header strings (e.g. what the adapter teaches)."""
+    state, packed = {}, {}
+    for component in COMPONENTS:
+        mine = {module: update for (part, module), update in modules.items() if part == component}
+        if not mine:
+            continue
+        ranks = collections.Counter(update.rank for update in mine.values())
+        alphas = collections.Counter(update.alpha for update in mine.values())
+        rank, alpha = ranks.most_common(1)[0][0], alphas.most_common(1)[0][0]
+        packed.update({
+            f"{component}.r": rank, f"{component}.lora_alpha": alpha,
+            # Full module names: a PEFT pattern matches a name's end at a "." boundary.
+            f"{component}.rank_pattern": {m: u.rank for m, u in mine.items() if u.rank != rank},
+            f"{component}.alpha_pattern": {m: u.alpha for m, u in mine.items()
+                                           if u.alpha != alpha},
+            f"{component}.target_modules": sorted(mine), f"{component}.use_dora": False,
+            f"{component}.use_rslora": False,
+        })
+        for module, update in mine.items():
+            state[f"{component}.{module}.lora_A.weight"] = np.ascontiguousarray(update.down)
+            state[f"{component}.{module}.lora_B.weight"] = np.ascontiguousarray(update.up)
+    header = {"format": "pt", METADATA_KEY: json.dumps(packed, sort_keys=True),
+              **(metadata or {})}
+    save_file(state, os.fspath(path), metadata=header)
 
 
 def _float32(array):

@@ -66,9 +66,12 @@ class CLIPEmbeddings(keras.layers.Layer):
         self.position_embedding.build(token_ids_shape[1:])
 
     def call(self, token_ids):
-        positions = ops.arange(ops.shape(token_ids)[1])
-        positions = self.position_embedding(positions)[None]  # (1, T, D)
-        return self.token_embedding(token_ids) + positions  # (B, T, D)
+        return self.with_positions(self.token_embedding(token_ids))  # (B, T, D)
+
+    def with_positions(self, token_vectors):
+        """Token vectors (B, T, D), looked up or learned (textual inversion), plus positions."""
+        positions = ops.arange(ops.shape(token_vectors)[1])
+        return token_vectors + self.position_embedding(positions)[None]  # (1, T, D) broadcast
 
 
 class CLIPAttention(keras.layers.Layer):
@@ -166,6 +169,12 @@ class CLIPTextEncoder(ConfiguredModel):
     def call(self, token_ids):
         x = self.embeddings(token_ids)  # (B, T, D)
         x = self.encoder(x)
+        return self.final_layer_norm(x)  # (B, T, D)
+
+    def from_token_vectors(self, token_vectors):
+        """The encoding of token vectors (B, T, D) instead of ids, as transformers'
+        ``inputs_embeds``: what textual inversion differentiates through."""
+        x = self.encoder(self.embeddings.with_positions(token_vectors))
         return self.final_layer_norm(x)  # (B, T, D)
 
     def build_weights(self):
