@@ -377,12 +377,10 @@ class LoraStack:
         self._merge({key for deltas in self.deltas.values() for key in deltas})
 
     def unload(self):
+        maps = {component: keras_weight_map(model) for component, model in self.models.items()}
         for (component, weight), value in self.base.items():
-            self._variable(component, weight).assign(value)
+            maps[component][weight][0].assign(value)
         self.deltas, self.scales, self.base, self.paths = {}, {}, {}, {}
-
-    def _variable(self, component, weight):
-        return keras_weight_map(self.models[component])[weight][0]
 
     def _merge(self, keys):
         maps = {component: keras_weight_map(model) for component, model in self.models.items()}
