@@ -12,6 +12,10 @@ import os
 
 from sdlib.errors import CheckpointError
 
+# Written as "_diffusers_version" in exported configs: the diffusers release the export is checked
+# against (tools/check_diffusers_interop.py); diffusers reads the key to apply old-format fixes.
+DIFFUSERS_FORMAT_VERSION = "0.42.1"
+
 
 class Config:
     """Mixin for config dataclasses: ``from_dict`` and ``to_dict``, which round-trip."""

@@ -139,6 +139,16 @@ class StableDiffusion(AdapterMethods):
         return cls(checkpoint.load(mode.dtype), img_height, img_width, jit_compile=mode.jit_compile,
                    compile_loop=compile_loop, name=name)
 
+    def save_pretrained(self, folder, dtype=None):
+        """Write this pipeline as a diffusers folder (``StableDiffusionPipeline.from_pretrained``
+        and ``sdlib.StableDiffusion.from_pretrained`` open it): the weights as they are now, so
+        loaded LoRAs are saved merged at their scales, and added textual-inversion tokens with
+        their embeddings. ``dtype`` ("float32", "float16", ...) converts the weights; None keeps
+        each model's own."""
+        if dtype is not None:
+            dtype = validation.check_save_dtype(dtype)
+        loading.save_folder(self.components, folder, (self.img_height, self.img_width), dtype)
+
     # === Compiled pieces ===
     def _encode_graph(self, token_ids):
         return ops.cast(self.text_encoder(token_ids), "float32")  # (B, 77, D)

@@ -150,6 +150,7 @@ class CLIPTokenizer:
 
         # === Special tokens typed in the prompt ===
         normalized_tokens = set(normalized_tokens)
+        self.special_tokens, self.normalized_tokens = special_tokens, normalized_tokens
         raw = {
             token: vocab[token]
             for token in special_tokens.values()
@@ -228,7 +229,7 @@ class CLIPTokenizer:
             # transformers 5 saves only tokenizer.json: its BPE model holds the same vocab and
             # merges.
             vocab, merges = _read_tokenizer_json(folder / "tokenizer.json")
-            return cls(vocab, merges, **_read_special_token_config(folder))
+            return cls(vocab, merges, **_read_special_token_config(folder))._with_saved(folder)
         for name in ("vocab.json", "merges.txt"):
             if not (folder / name).is_file():
                 raise FileNotFoundError(
@@ -237,7 +238,45 @@ class CLIPTokenizer:
                 )
         vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
         merges = _read_merges(folder / "merges.txt")
-        return cls(vocab, merges, **_read_special_token_config(folder))
+        return cls(vocab, merges, **_read_special_token_config(folder))._with_saved(folder)
+
+    def _with_saved(self, folder: Path) -> CLIPTokenizer:
+        """Add the folder's added tokens (textual inversion's), checking their ids."""
+        added = _read_added_tokens(folder, set(self.special_tokens.values()))
+        if added:
+            ids = self.add_tokens([content for _, content in added])
+            if ids != [token_id for token_id, _ in added]:
+                raise ValueError(f"{folder}: added tokens {added} do not follow the vocab "
+                                 f"({self.vocab_size} entries) in order.")
+        return self
+
+    def save_folder(self, path: str | Path) -> None:
+        """Write a transformers ``CLIPTokenizer`` folder (vocab.json, merges.txt,
+        tokenizer_config.json) that ``from_folder`` and transformers read back, added tokens
+        included."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "vocab.json").write_text(json.dumps(self.vocab, ensure_ascii=False),
+                                           encoding="utf-8")
+        merges = sorted(self.merge_ranks, key=self.merge_ranks.get)
+        (folder / "merges.txt").write_text(
+            "#version: 0.2\n" + "".join(f"{first} {second}\n" for first, second in merges),
+            encoding="utf-8")
+
+        def entry(content, normalized, special):
+            return {"content": content, "lstrip": False, "normalized": normalized,
+                    "rstrip": False, "single_word": False, "special": special}
+
+        decoder = {str(self.vocab[content]): entry(content, content in self.normalized_tokens, True)
+                   for content in self.special_tokens.values()}
+        decoder.update({str(token_id): entry(token, True, False)
+                        for token, token_id in self.added_tokens.items()})
+        config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": self.max_length,
+                  **self.special_tokens, "added_tokens_decoder": decoder,
+                  "clean_up_tokenization_spaces": False, "do_lower_case": True,
+                  "errors": "replace"}
+        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n",
+                                                      encoding="utf-8")
 
     def __call__(self, prompts: str | Sequence[str]) -> np.ndarray:
         """One row per prompt: [BOS] + ids + [EOS] + padding, shape (N, max_length), int32."""
@@ -394,11 +433,20 @@ def _read_special_token_config(folder: Path) -> dict:
             content, isinstance(value, dict) and value.get("normalized", False)
         )
         kwargs[name] = content
-    extra = sorted(set(decoder_flags) - set(flags))
-    if extra:
-        raise ValueError(
-            f"{folder} adds tokens beyond bos/eos/unk/pad ({extra}, e.g. textual inversion); "
-            "this tokenizer only supports the four special tokens."
-        )
     kwargs["normalized_tokens"] = [content for content, normalized in flags.items() if normalized]
     return kwargs
+
+
+def _read_added_tokens(folder: Path, special: set[str]) -> list[tuple[int, str]]:
+    """``(id, content)`` of the tokens added beyond the special ones (textual inversion's), in id
+    order: from tokenizer_config.json's ``added_tokens_decoder``, else tokenizer.json's
+    ``added_tokens`` (transformers 5 keeps them there)."""
+    config = read_json(folder / "tokenizer_config.json", "tokenizer_config.json", optional=True)
+    if "added_tokens_decoder" in config:
+        entries = [{"id": int(key), **value} for key, value in
+                   config["added_tokens_decoder"].items()]
+    else:
+        entries = read_json(folder / "tokenizer.json", "tokenizer.json",
+                            optional=True).get("added_tokens", [])
+    return sorted((entry["id"], entry["content"]) for entry in entries
+                  if entry["content"] not in special)

@@ -161,6 +161,17 @@ def check_dtype(dtype):
     return name
 
 
+SAVE_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def check_save_dtype(dtype):
+    """The dtype weights are written in: one of ``SAVE_DTYPES``."""
+    if dtype not in SAVE_DTYPES:
+        raise ValueError(f"dtype must be one of {SAVE_DTYPES} (or None: as the weights are), "
+                         f"got {dtype!r}.")
+    return dtype
+
+
 def check_jit_compile(jit_compile):
     if jit_compile not in (True, False, "auto"):
         raise ValueError(f"jit_compile={jit_compile!r}: use True (XLA), False, or \"auto\" (the "

@@ -181,3 +181,32 @@ def test_special_token_missing_from_vocab_raises():
 def test_decode_round_trip(tokenizer):
     assert tokenizer.decode(tokenizer("A photo of an Astronaut")[0]) == "a photo of an astronaut"
     assert tokenizer.decode(tokenizer.encode("café, 3.14")) == "café , 3 . 1 4"
+
+
+def test_save_folder_round_trips_added_tokens(tmp_path):
+    tokenizer = CLIPTokenizer.from_default()
+    tokenizer.add_tokens(["<cat-toy>", "<cat-toy>_1"])
+    tokenizer.save_folder(tmp_path)
+    again = CLIPTokenizer.from_folder(tmp_path)
+    prompts = ["a <Cat-Toy>, on <|endoftext|> grass", "a photo of an astronaut <cat-toy>_1"]
+    np.testing.assert_array_equal(again(prompts), tokenizer(prompts))
+    assert again.added_tokens == {"<cat-toy>": 49408, "<cat-toy>_1": 49409}
+    assert again.max_length == tokenizer.max_length
+
+
+def test_from_folder_reads_added_tokens_of_transformers_5(tmp_path):
+    """transformers 5 keeps added tokens in tokenizer.json's "added_tokens" (with the specials),
+    and tokenizer_config.json has no "added_tokens_decoder"."""
+    vocab, merges = load_default_bpe()
+    entry = {"single_word": False, "lstrip": False, "rstrip": False}
+    added = [{"id": 49406, "content": "<|startoftext|>", "normalized": False, "special": True},
+             {"id": 49407, "content": "<|endoftext|>", "normalized": False, "special": True},
+             {"id": 49408, "content": "<style>", "normalized": True, "special": False}]
+    model = {"type": "BPE", "end_of_word_suffix": "</w>", "vocab": vocab,
+             "merges": [" ".join(merge) for merge in merges]}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(
+        {"model": model, "added_tokens": [{**entry, **token} for token in added]}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
+    tokenizer = CLIPTokenizer.from_folder(tmp_path)
+    assert tokenizer.added_tokens == {"<style>": 49408}
+    assert tokenizer("<STYLE> cat")[0, :3].tolist() == [49406, 49408, tokenizer.encode("cat")[0]]

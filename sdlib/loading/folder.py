@@ -1,13 +1,17 @@
-"""Reading a diffusers folder: ``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``,
-``tokenizer/``, ``scheduler/`` (the layout ``StableDiffusionPipeline.save_pretrained`` writes)."""
+"""A diffusers folder: ``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``,
+``tokenizer/``, ``scheduler/`` (the layout ``StableDiffusionPipeline.save_pretrained`` writes),
+read and written."""
 
+import json
 import os
 
-from sdlib.config import read_json
+from safetensors.numpy import save_file
+
+from sdlib.config import DIFFUSERS_FORMAT_VERSION, read_json
 from sdlib.errors import CheckpointError
 from sdlib.loading.build import MODEL_NAMES, Components, build_models, default_tokenizer
 from sdlib.loading.safetensors import read_weights, refuse_pickle
-from sdlib.loading.state_dict import load_state_dict, strip_text_model_prefix
+from sdlib.loading.state_dict import load_state_dict, strip_text_model_prefix, torch_state_dict
 from sdlib.models.text_encoder import TextEncoderConfig
 from sdlib.models.unet import UNetConfig
 from sdlib.models.vae import VAEConfig
@@ -93,3 +97,57 @@ def load_folder(folder, configs, dtype="float32", variant=None):
         load_state_dict(models[component], state, component, source=path)
     return Components(**models, tokenizer=folder_tokenizer(folder, configs["text_encoder"]),
                       scheduler_config=configs["scheduler"])
+
+
+# === Writing ===
+LIBRARIES = {"unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", "AutoencoderKL"),
+             "text_encoder": ("transformers", "CLIPTextModel"),
+             "tokenizer": ("transformers", "CLIPTokenizer"),
+             "scheduler": ("diffusers", "DDIMScheduler")}
+
+
+def save_folder(components, folder, image_size, dtype=None):
+    """Write ``components`` as a diffusers ``StableDiffusionPipeline`` folder (an inpainting
+    pipeline for a 9-channel UNet) that diffusers' ``from_pretrained`` opens, and sdlib's.
+    ``image_size`` (height, width) becomes the configs' default ``sample_size``; ``dtype``
+    ("float32", "float16", ...) converts the weights, None keeps them as they are."""
+    height, _ = image_size
+    factor = components.vae.config.scale_factor
+    text_encoder, tokenizer = components.text_encoder, components.tokenizer
+    if text_encoder.config.vocab_size != len(tokenizer):
+        raise ValueError(f"The text encoder has {text_encoder.config.vocab_size} token embeddings "
+                         f"but the tokenizer {len(tokenizer)} tokens; they must match to save.")
+    configs = {
+        "unet": components.unet.config.to_diffusers(sample_size=height // factor),
+        "vae": components.vae.config.to_diffusers(sample_size=height),
+        "text_encoder": text_encoder.config.to_diffusers(tokenizer.bos_id, tokenizer.eos_id,
+                                                         tokenizer.pad_id),
+    }
+    os.makedirs(folder, exist_ok=True)
+
+    def write_json(relative, values):
+        path = os.path.join(folder, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(values, handle, indent=2)
+            handle.write("\n")
+
+    for component in MODEL_NAMES:
+        write_json(os.path.join(component, "config.json"), configs[component])
+        # Real SD v1 files keep transformers' "text_model." prefix; transformers 4 and 5 read it.
+        prefix = "text_model." if component == "text_encoder" else ""
+        tensors = torch_state_dict(getattr(components, component), dtype, prefix)
+        path = os.path.join(folder, component, WEIGHT_FILES[component] + ".safetensors")
+        save_file(tensors, path, metadata={"format": "pt"})  # transformers wants the format
+    write_json(os.path.join("scheduler", "scheduler_config.json"),
+               components.scheduler_config.to_diffusers())
+    tokenizer.save_folder(os.path.join(folder, "tokenizer"))
+    inpainting = components.unet.config.in_channels > components.vae.config.latent_channels
+    pipeline = "StableDiffusionInpaintPipeline" if inpainting else "StableDiffusionPipeline"
+    write_json("model_index.json", {
+        "_class_name": pipeline,
+        "_diffusers_version": DIFFUSERS_FORMAT_VERSION,
+        **{name: list(library) for name, library in LIBRARIES.items()},
+        "safety_checker": [None, None], "feature_extractor": [None, None],
+        "image_encoder": [None, None], "requires_safety_checker": False,
+    })

@@ -10,13 +10,12 @@ encoder and VAE from mini-shapes.
 import json
 import os
 
-import numpy as np
 from safetensors.numpy import save_file
 
 from sdlib.errors import CheckpointError
 from sdlib.loading.build import MODEL_NAMES, Components, build_models, default_tokenizer
 from sdlib.loading.safetensors import read_metadata, read_safetensors
-from sdlib.loading.state_dict import keras_weight_map, load_state_dict, to_torch_layout
+from sdlib.loading.state_dict import load_state_dict, torch_state_dict
 from sdlib.models.text_encoder import TextEncoderConfig
 from sdlib.models.unet import UNetConfig
 from sdlib.models.vae import VAEConfig
@@ -38,9 +37,7 @@ def save_sdlib_file(models, configs, path, dtype="float16", components=MODEL_NAM
         raise ValueError("a file with only some of the models needs base=, the file with the rest.")
     tensors = {}
     for component in components:
-        for name, (variable, layout) in keras_weight_map(models[component]).items():
-            array = to_torch_layout(np.asarray(variable.numpy(), dtype=np.float32), layout)
-            tensors[f"{component}.{name}"] = np.ascontiguousarray(array.astype(dtype))
+        tensors.update(torch_state_dict(models[component], dtype, prefix=component + "."))
     metadata = {"format": FORMAT,
                 "configs": json.dumps({key: value.to_dict() for key, value in configs.items()})}
     if base is not None:

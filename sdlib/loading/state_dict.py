@@ -53,6 +53,16 @@ def to_torch_layout(array, layout):
     return array
 
 
+def torch_state_dict(model, dtype=None, prefix=""):
+    """The inverse of ``load_state_dict``: the model's weights as numpy under their PyTorch names
+    and layouts, ``dtype`` as stored when None."""
+    tensors = {}
+    for name, (variable, layout) in keras_weight_map(model).items():
+        array = to_torch_layout(np.asarray(variable.numpy()), layout)
+        tensors[prefix + name] = np.ascontiguousarray(array.astype(dtype or array.dtype))
+    return tensors
+
+
 def _listing(names, limit=5):
     names = sorted(names)
     shown = ", ".join(names[:limit])

@@ -21,9 +21,10 @@ from sdlib.training.lora import TEXT_TARGETS, copy_model, train_lora
 from sdlib.training.textual_inversion import train_textual_inversion
 
 
-def held_out_examples(num_images, rng, held_out_share=0.5):
-    """Images and varied captions: ``held_out_share`` of them in a held-out (color, shape) pair,
-    the rest in the pairs the base model learned."""
+def held_out_examples(num_images, rng, held_out_share=0.5, canonical_share=0.0):
+    """Images and captions: ``held_out_share`` of them in a held-out (color, shape) pair, the rest
+    in the pairs the base model learned; ``canonical_share`` of the captions canonical (every
+    attribute named), the rest varied as in the base model's training."""
     num_held = int(round(num_images * held_out_share))
     specs = shapes.sample_specs(num_images - num_held, rng, include_held_out=False)
     pairs = rng.integers(len(shapes.HELD_OUT), size=num_held)
@@ -34,7 +35,9 @@ def held_out_examples(num_images, rng, held_out_share=0.5):
     order = rng.permutation(len(specs))
     specs = [specs[index] for index in order]
     images = np.stack([shapes.render(spec, rng) for spec in specs])  # (N, 64, 64, 3)
-    return images, [shapes.varied_caption(spec, rng) for spec in specs]
+    captions = [shapes.canonical_caption(spec) if rng.random() < canonical_share
+                else shapes.varied_caption(spec, rng) for spec in specs]
+    return images, captions
 
 
 def train_held_out_lora(components, num_images=4000, steps=400, batch_size=32, rank=4,

@@ -36,6 +36,13 @@ class TextEncoderConfig(Config):
             )
         return cls.from_dict(config)
 
+    def to_diffusers(self, bos_token_id: int, eos_token_id: int, pad_token_id: int) -> dict:
+        """``text_encoder/config.json`` for transformers' ``CLIPTextModel``."""
+        return {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model",
+                **self.to_dict(), "projection_dim": self.hidden_size,
+                "bos_token_id": bos_token_id, "eos_token_id": eos_token_id,
+                "pad_token_id": pad_token_id}
+
 
 def quick_gelu(x):
     return x * ops.sigmoid(1.702 * x)

@@ -12,7 +12,7 @@ import math
 import keras
 from keras import ops
 
-from sdlib.config import Config
+from sdlib.config import DIFFUSERS_FORMAT_VERSION, Config
 from sdlib.models import layers as L
 from sdlib.models.base import ConfiguredModel
 
@@ -53,6 +53,18 @@ class UNetConfig(Config):
         if isinstance(heads, int):
             heads = (heads,) * levels
         return cls.from_dict({**config, "num_attention_heads": heads})
+
+    def to_diffusers(self, sample_size: int) -> dict:
+        """``unet/config.json`` for diffusers' ``UNet2DConditionModel``; ``sample_size``: the latent
+        side diffusers generates at by default. The head counts go in "attention_head_dim", where
+        SD v1/v2 configs keep them (diffusers refuses "num_attention_heads" for this model)."""
+        values = self.to_dict()
+        heads = values.pop("num_attention_heads")
+        return {"_class_name": "UNet2DConditionModel",
+                "_diffusers_version": DIFFUSERS_FORMAT_VERSION, **values,
+                "attention_head_dim": heads[0] if len(set(heads)) == 1 else list(heads),
+                "num_attention_heads": None, "act_fn": "silu",
+                "mid_block_type": "UNetMidBlock2DCrossAttn", "sample_size": int(sample_size)}
 
 
 def _refuse_unsupported(config):

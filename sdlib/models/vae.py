@@ -9,7 +9,7 @@ import dataclasses
 import keras
 from keras import ops
 
-from sdlib.config import Config
+from sdlib.config import DIFFUSERS_FORMAT_VERSION, Config
 from sdlib.models import layers as L
 from sdlib.models.base import ConfiguredModel
 
@@ -45,6 +45,14 @@ class VAEConfig(Config):
                 raise ValueError(f"VAE {key} {unknown} are not supported; sdlib implements "
                                  f"{allowed} (an AutoencoderKL as in SD v1/v2).")
         return cls.from_dict(config)
+
+    def to_diffusers(self, sample_size: int) -> dict:
+        """``vae/config.json`` for diffusers' ``AutoencoderKL``; ``sample_size``: the image side."""
+        levels = len(self.block_out_channels)
+        return {"_class_name": "AutoencoderKL", "_diffusers_version": DIFFUSERS_FORMAT_VERSION,
+                **self.to_dict(), "act_fn": "silu",
+                "down_block_types": ["DownEncoderBlock2D"] * levels,
+                "up_block_types": ["UpDecoderBlock2D"] * levels, "sample_size": int(sample_size)}
 
 
 class VAEAttention(keras.layers.Layer):

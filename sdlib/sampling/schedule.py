@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from sdlib.config import Config
+from sdlib.config import DIFFUSERS_FORMAT_VERSION, Config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +55,16 @@ class SchedulerConfig(Config):
         result = cls.from_dict(config)
         result.check()
         return result
+
+    def to_diffusers(self) -> dict:
+        """``scheduler/scheduler_config.json``, as a ``DDIMScheduler`` (sdlib's default sampler);
+        an unset timestep spacing stays unset, so diffusers' DDIM default applies, as in sdlib."""
+        values = {key: list(value) if isinstance(value, tuple) else value
+                  for key, value in self.to_dict().items()}
+        if values["timestep_spacing"] is None:
+            del values["timestep_spacing"]
+        return {"_class_name": "DDIMScheduler", "_diffusers_version": DIFFUSERS_FORMAT_VERSION,
+                **values}
 
     def check(self):
         choices = {

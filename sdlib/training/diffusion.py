@@ -44,7 +44,7 @@ class NoisedLatents(keras.utils.PyDataset):
 
     def __init__(self, latents, token_ids, empty_ids, alphas_bar, batch_size, steps, seed,
                  caption_dropout=0.1, prediction_type="epsilon", conditioning=None,
-                 loss_weights=None):
+                 loss_weights=None, timestep_range=None):
         super().__init__()
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got "
@@ -56,6 +56,7 @@ class NoisedLatents(keras.utils.PyDataset):
         self.prediction_type = prediction_type
         self.conditioning = conditioning  # (N, h, w, C_extra), one row per latent, or None
         self.loss_weights = loss_weights  # (N, h, w): each latent position's weight, or None
+        self.timestep_range = timestep_range or (0, len(self.alphas_bar))  # [low, high)
 
     def __len__(self):
         return self.steps
@@ -65,7 +66,7 @@ class NoisedLatents(keras.utils.PyDataset):
         rows = rng.integers(0, len(self.latents), self.batch_size)
         x0 = self.latents[rows]  # (B, h, w, C)
         noise = rng.standard_normal(x0.shape, dtype=np.float32)
-        timesteps = rng.integers(0, len(self.alphas_bar), self.batch_size)
+        timesteps = rng.integers(*self.timestep_range, self.batch_size)
         alpha_bar = self.alphas_bar[timesteps][:, None, None, None]
         noisy = add_noise(x0, noise, alpha_bar)  # q(x_t | x_0), eq. 4
         ids = self.token_ids[rows].copy()
@@ -119,7 +120,7 @@ class StopAfter(keras.callbacks.Callback):
 def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler_config, steps,
                     batch_size=64, learning_rate=8e-4, seed=0, log_every=200, ema_momentum=0.999,
                     callbacks=(), jit_compile=True, conditioning=None, train_text_encoder=True,
-                    warmup_steps=200, loss_weights=None):
+                    warmup_steps=200, loss_weights=None, timestep_range=None):
     """Fit text encoder + UNet on scaled latents; ends with the EMA weights in place.
 
     ``callbacks``: extra Keras callbacks (a notebook samples images every few hundred steps).
@@ -127,6 +128,8 @@ def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler
     ``train_text_encoder=False`` keeps the text encoder as it is (fine-tuning the UNet alone);
     None leaves every variable's ``trainable`` flag as it is (LoRA freezes the base weights so).
     ``loss_weights`` (N, h, w): how much each latent position of each example counts.
+    ``timestep_range`` (low, high): train on those timesteps only (default: all); the noisier
+    ones decide layout and shape, the quieter ones detail.
     """
     keras.utils.set_random_seed(seed)
     was_trainable = text_encoder.trainable
@@ -135,7 +138,8 @@ def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler
     trainer = DiffusionTrainer(text_encoder, unet)
     data = NoisedLatents(latents, token_ids, empty_ids, alphas_cumprod(scheduler_config),
                          batch_size, steps, seed, prediction_type=scheduler_config.prediction_type,
-                         conditioning=conditioning, loss_weights=loss_weights)
+                         conditioning=conditioning, loss_weights=loss_weights,
+                         timestep_range=timestep_range)
     optimizer = keras.optimizers.AdamW(cosine_schedule(learning_rate, steps, warmup_steps),
                                        weight_decay=1e-2, global_clipnorm=1.0, use_ema=True,
                                        ema_momentum=ema_momentum)
