@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-readers}
+if [ "$mode" = "--ci" ]; then
+  bash tools/install_chromium.sh  # the page check at the end; fail now rather than after the notebooks
+fi
 
 if [ "${SDLIB_SKIP_INSTALL:-0}" != "1" ]; then
   python -m pip install -q -r requirements.txt

@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The book check at the very end needs Chromium: find it (or install it) now, not after ten minutes.
+bash tools/install_chromium.sh
+
 python -m pip install -q -r requirements.txt
 python -m pip install -q --no-deps -e .
 

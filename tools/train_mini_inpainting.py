@@ -27,6 +27,10 @@ def main():
     parser.add_argument("--steps", type=int, default=1300)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=4e-4)
+    parser.add_argument("--kept-weight", type=float, default=2.0,
+                        help="loss weight of the latent positions the mask keeps")
+    parser.add_argument("--caption-dropout", type=float, default=0.1,
+                        help="share of examples trained with the empty caption")
     args = parser.parse_args()
 
     start = time.time()
@@ -34,7 +38,9 @@ def main():
     components = base.load("float32")
     unet = train_mini_inpainting(components, num_images=args.num_images, steps=args.steps,
                                  batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                 seed=args.seed, log=functools.partial(print, flush=True))
+                                 kept_weight=args.kept_weight,
+                                 caption_dropout=args.caption_dropout, seed=args.seed,
+                                 log=functools.partial(print, flush=True))
     configs = {**base.configs, "unet": unet.config}
     save_sdlib_file({**components.models, "unet": unet}, configs, args.out, components=("unet",),
                     base=presets.MINI_SHAPES_WEIGHTS)

@@ -170,12 +170,13 @@ def inpainting_conditioning(vae, images, masks, scaling_factor, batch_size=256):
 
 
 def train_mini_inpainting(components, num_images=9000, steps=1300, batch_size=64,
-                          learning_rate=4e-4, ema_momentum=0.995, kept_weight=2.0, seed=0,
-                          log=print, log_every=200):
+                          learning_rate=4e-4, ema_momentum=0.995, kept_weight=2.0,
+                          caption_dropout=0.1, seed=0, log=print, log_every=200):
     """Fine-tune a 9-channel inpainting UNet from ``components`` (mini-shapes) on the shapes with
     random masks; the text encoder and the VAE stay as they are. The loss counts the latent
     positions the mask keeps ``kept_weight`` times: there the model must copy the picture it is
-    given, whatever the caption says. Returns the new UNet."""
+    given, whatever the caption says (and with no caption: ``caption_dropout`` of the examples
+    train the unconditional model, which guidance amplifies the errors of). Returns the new UNet."""
     start = time.time()
     rng = np.random.default_rng(seed)
     images, captions, masks = inpainting_examples(num_images, rng)  # masks: (N, 64, 64) uint8
@@ -192,6 +193,7 @@ def train_mini_inpainting(components, num_images=9000, steps=1300, batch_size=64
                     components.scheduler_config, steps=steps, batch_size=batch_size,
                     learning_rate=learning_rate, seed=seed, log_every=log_every,
                     ema_momentum=ema_momentum, conditioning=conditioning,
-                    train_text_encoder=False, loss_weights=loss_weights)
+                    train_text_encoder=False, loss_weights=loss_weights,
+                    caption_dropout=caption_dropout)
     log(f"UNet fine-tuned in {time.time() - stage:.0f} s ({steps} steps of {batch_size})")
     return unet

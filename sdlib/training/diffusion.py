@@ -120,7 +120,8 @@ class StopAfter(keras.callbacks.Callback):
 def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler_config, steps,
                     batch_size=64, learning_rate=8e-4, seed=0, log_every=200, ema_momentum=0.999,
                     callbacks=(), jit_compile=True, conditioning=None, train_text_encoder=True,
-                    warmup_steps=200, loss_weights=None, timestep_range=None):
+                    warmup_steps=200, loss_weights=None, timestep_range=None,
+                    caption_dropout=0.1):
     """Fit text encoder + UNet on scaled latents; ends with the EMA weights in place.
 
     ``callbacks``: extra Keras callbacks (a notebook samples images every few hundred steps).
@@ -129,7 +130,8 @@ def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler
     None leaves every variable's ``trainable`` flag as it is (LoRA freezes the base weights so).
     ``loss_weights`` (N, h, w): how much each latent position of each example counts.
     ``timestep_range`` (low, high): train on those timesteps only (default: all); the noisier
-    ones decide layout and shape, the quieter ones detail.
+    ones decide layout and shape, the quieter ones detail. ``caption_dropout``: the share of
+    examples trained with the empty caption, the unconditional model guidance steers from.
     """
     keras.utils.set_random_seed(seed)
     was_trainable = text_encoder.trainable
@@ -139,7 +141,7 @@ def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler
     data = NoisedLatents(latents, token_ids, empty_ids, alphas_cumprod(scheduler_config),
                          batch_size, steps, seed, prediction_type=scheduler_config.prediction_type,
                          conditioning=conditioning, loss_weights=loss_weights,
-                         timestep_range=timestep_range)
+                         timestep_range=timestep_range, caption_dropout=caption_dropout)
     optimizer = keras.optimizers.AdamW(cosine_schedule(learning_rate, steps, warmup_steps),
                                        weight_decay=1e-2, global_clipnorm=1.0, use_ema=True,
                                        ema_momentum=ema_momentum)
