@@ -11,14 +11,18 @@ training (``sdlib.training``) and the command line (``sdlib.cli``) load when imp
 
 import os
 
-# Quiet TensorFlow's C++ start-up logs (CUDA probing, oneDNN notes) unless the user asked for them.
+# Quiet TensorFlow's C++ start-up logs (CUDA probing, oneDNN notes) unless the user asked for them:
+# the level where it is read, and a filter for the lines TensorFlow prints whatever the level.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from sdlib.errors import CheckpointError  # noqa: E402
-from sdlib.loading import Components  # noqa: E402
-from sdlib.pipeline import StableDiffusion  # noqa: E402
-from sdlib.presets import PRESETS  # noqa: E402
-from sdlib.tokenizer import CLIPTokenizer  # noqa: E402
+from sdlib.native_logs import native_logs_hidden  # noqa: E402
+
+with native_logs_hidden():
+    from sdlib.errors import CheckpointError
+    from sdlib.loading import Components
+    from sdlib.pipeline import StableDiffusion
+    from sdlib.presets import PRESETS
+    from sdlib.tokenizer import CLIPTokenizer
 
 __all__ = ["StableDiffusion", "Components", "CLIPTokenizer", "CheckpointError", "PRESETS"]
 __version__ = "0.1.0"

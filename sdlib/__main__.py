@@ -1,8 +1,18 @@
-"""``python -m sdlib``: the command line (``sdlib.cli``)."""
+"""``python -m sdlib``: the command line (``sdlib.cli``), told which words the mini models know."""
 
 import sys
 
-from sdlib.cli import main
+from sdlib import cli
+from sdlib.mini import shapes
+from sdlib.presets import PRESETS
+
+MINI_VOCABULARY = (shapes.unknown_words, shapes.vocabulary_summary())
+VOCABULARIES = {name: MINI_VOCABULARY for name in PRESETS if name.startswith("mini-shapes")}
+
+
+def main(argv=None):
+    return cli.main(argv, vocabularies=VOCABULARIES)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,7 @@ SDLIB = Path(__file__).resolve().parents[1] / "sdlib"
 # Each group's layer, lowest first. A module may import its own group and lower layers; groups that
 # share a layer stay independent of each other.
 LAYERS = {
-    "core": 0,  # errors, config, validation, backend, tokenizer, device, editing
+    "core": 0,  # errors, config, validation, backend, tokenizer, device, editing, native_logs
     "models": 1, "sampling": 1,
     "presets": 2,
     "loading": 3,
@@ -26,7 +26,8 @@ LAYERS = {
     "mini": 8, "book": 8, "cli": 8,
     "__main__": 9,
 }
-CORE = {"errors", "config", "validation", "backend", "tokenizer", "device", "editing"}
+CORE = {"errors", "config", "validation", "backend", "tokenizer", "device", "editing",
+        "native_logs"}
 
 
 def module_name(path):

@@ -4,25 +4,37 @@ and the function that runs it."""
 import argparse
 import sys
 
-from sdlib.cli import edit, generate
+from sdlib.cli import common, edit, generate, quiet
 
 COMMANDS = (generate, edit)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m sdlib",
-                                     description="Stable Diffusion in Keras 3, the book's library.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="python -m sdlib", formatter_class=common.HelpWithDefaults,
+        description="Stable Diffusion in Keras 3, the book's library.",
+        epilog="TensorFlow's C++ log lines after its start-up are hidden; set "
+        "TF_CPP_MIN_LOG_LEVEL=0 to see them. A live progress bar is drawn only when stdout is a "
+        "terminal; elsewhere one plain line reports the images made.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(commands)
     return parser
 
 
-def main(argv=None):
+def main(argv=None, vocabularies=None):
+    """Run one command; 0 when it worked, 2 (and the reason on stderr) when it could not.
+
+    ``vocabularies``: {preset name: (unknown_words(prompt) -> words, what it knows)} for models
+    that know few words; ``python -m sdlib`` passes the mini models' (the command line cannot
+    import ``sdlib.mini``, a sibling layer).
+    """
     args = build_parser().parse_args(argv)
+    args.vocabularies = vocabularies or {}
     try:
-        args.run(args)
-    except (ValueError, TypeError, FileExistsError, FileNotFoundError, OSError) as error:
+        with quiet.native_logs_hidden():
+            args.run(args)
+    except (ValueError, TypeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

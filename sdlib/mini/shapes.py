@@ -226,6 +226,28 @@ def _scan(caption: str) -> tuple[dict[str, set[str]], list[str]]:
     return found, unknown
 
 
+# Every word a training caption holds (canonical_caption and varied_caption): the mini models saw
+# no other, so any other word reaches the UNet as a text encoding it never learned to follow.
+CAPTION_WORDS = frozenset(
+    "a an the in at on against background object shape".split()
+    + [word for values in SYNONYMS.values() for phrases in values.values()
+       for phrase in phrases for word in phrase.split()]
+)
+
+
+def unknown_words(prompt: str) -> list[str]:
+    """The words of ``prompt`` that no training caption holds, each once, in order."""
+    words = re.findall(r"[^\W_]+", prompt.lower())
+    return list(dict.fromkeys(word for word in words if word not in CAPTION_WORDS))
+
+
+def vocabulary_summary() -> str:
+    """What the mini models know, in one line: their shapes and colors, and an example."""
+    example = canonical_caption(ShapeSpec("circle", "red", "small", "top left", "black"))
+    return (f"shapes {'/'.join(ATTRIBUTES['shape'])}, colors {'/'.join(ATTRIBUTES['color'])}, "
+            f"sizes, positions and backgrounds, as in {example!r}")
+
+
 # === Rendering ===
 
 
