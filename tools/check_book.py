@@ -60,8 +60,12 @@ def check_page(chromium, html_dir, page):
         if missing:
             problems.append(f"{name}: broken image links {missing[:3]}")
         colab = re.findall(r"href=\"(https://colab\.research\.google\.com/[^\"]+)\"", dom)
-        if not any(link.endswith(f"notebooks/{name}.ipynb") for link in colab):
-            problems.append(f"{name}: no Colab link to notebooks/{name}.ipynb (found {colab[:2]})")
+        # The form Colab opens: .../github/<owner>/<repo>/blob/<branch>/notebooks/<name>.ipynb
+        wanted = re.compile(rf"https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/"
+                            rf"[\w.-]+/notebooks/{re.escape(name)}\.ipynb")
+        if not any(wanted.fullmatch(link) for link in colab):
+            problems.append(f"{name}: no Colab link of the form .../blob/<branch>/notebooks/"
+                            f"{name}.ipynb (found {colab[:2]})")
     print(f"  {name}: {dom.count('<mjx-container')} formulas, "
           f"{len(re.findall(r'<img', dom))} images" + ("" if problems else ", ok"))
     return problems
