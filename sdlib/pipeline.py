@@ -6,7 +6,9 @@ prepare (check the arguments, pair each conditional encoding with its unconditio
 initial latent), denoise (a sampler's plan, from any of its steps: image-to-image starts later) and
 decode. One compiled denoising step runs the UNet once on the batch [unconditional, conditional]
 (classifier-free guidance, Ho & Salimans 2022) and applies the sampler update; its inputs are all
-tensors, so a new prompt, seed, guidance scale, step count or start step reuses it.
+tensors, so a new prompt, seed, guidance scale, step count or start step reuses it. A sampler that
+injects noise between steps (LCM) gets it as one more input, drawn in numpy from the run's seed
+after the initial latent; the others get zeros.
 """
 
 import time
@@ -71,18 +73,22 @@ class StableDiffusion(AdapterMethods):
                              self.vae.config.latent_channels)
         self._encode_fn = CompiledFunction(self._encode_graph, [self.text_encoder],
                                            self.jit_compile)
-        # One compiled step (and loop) per sampler family: DDIM, and the linear samplers (Euler,
-        # DPM-Solver++) that share an update and differ only in their per-step coefficients.
+        # One compiled step (and loop) per sampler family: DDIM, the linear samplers (Euler,
+        # DPM-Solver++) that share an update and differ only in their per-step coefficients, LCM.
         self._samplers = {sampler: make_sampler(sampler, components.scheduler_config)
                           for sampler in SAMPLERS}
         self.scheduler = self._samplers["ddim"].scheduler  # timesteps and alphas, for chapters
-        self._step_fns, self._loop_fns = {}, {}
+        self._step_fns, self._loop_fns, self._noise_rows = {}, {}, {}
         for sampler in self._samplers.values():
             if sampler.family not in self._step_fns:
                 self._step_fns[sampler.family] = CompiledFunction(
                     self._make_step_graph(sampler.update), [self.unet], self.jit_compile)
                 self._loop_fns[sampler.family] = CompiledFunction(
                     self._make_loop_graph(sampler.update), [self.unet], self.jit_compile)
+                # The compiled loop reads the injected noises as one stack, padded to the most
+                # steps the sampler runs; a deterministic sampler's is one row of zeros.
+                self._noise_rows[sampler.family] = (sampler.max_steps if sampler.injects_noise
+                                                    else 1)
         self._decode_fn = CompiledFunction(self._decode_graph, [self.vae], self.jit_compile)
         self._encode_image_fn = CompiledFunction(self._encode_image_graph, [self.vae],
                                                  self.jit_compile)
@@ -154,11 +160,13 @@ class StableDiffusion(AdapterMethods):
         return ops.cast(self.text_encoder(token_ids), "float32")  # (B, 77, D)
 
     def _make_step_graph(self, update):
-        def step(latents, previous_x0, context, timestep, coefficients, guidance_scale, edit):
+        def step(latents, previous_x0, context, timestep, coefficients, noise, guidance_scale,
+                 edit):
             """One guided denoising step. ``context`` is [unconditional; conditional], (2B, 77, D);
             ``coefficients[0]`` scales the model input, the last two are the kept region's noise
-            level after the step, the rest belong to the sampler's update. ``edit`` is ``Edit``:
-            zeros and ones for text-to-image, so one compiled step serves every task."""
+            level after the step, the rest belong to the sampler's update. ``noise`` (B, h, w, C)
+            is what the step injects (LCM; zeros otherwise). ``edit`` is ``Edit``: zeros and ones
+            for text-to-image, so one compiled step serves every task."""
             batch = ops.shape(latents)[0]
             scaled = latents * coefficients[0]
             # A 9-channel inpainting UNet also reads the mask and the masked image's latents.
@@ -173,7 +181,7 @@ class StableDiffusion(AdapterMethods):
             # diffusers skips guidance when guidance_scale <= 1: the conditional prediction alone.
             guided = uncond + guidance_scale * (cond - uncond)
             guided = ops.where(guidance_scale > 1.0, guided, cond)
-            x_next, x0 = update(guided, latents, previous_x0, coefficients)
+            x_next, x0 = update(guided, latents, previous_x0, coefficients, noise)
             # Inpainting with a text-to-image UNet: where the mask keeps the image, the latent goes
             # back to the image noised to the next step's level (the clean image after the last).
             kept = coefficients[-2] * edit.image_latents + coefficients[-1] * edit.noise
@@ -184,13 +192,18 @@ class StableDiffusion(AdapterMethods):
     def _make_loop_graph(self, update):
         step = self._make_step_graph(update)
 
-        def loop(latents, context, timesteps, coefficients, num_steps, guidance_scale, edit):
+        def loop(latents, context, timesteps, coefficients, noises, num_steps, guidance_scale,
+                 edit):
             """All ``num_steps`` steps in one program. The schedules are padded to a fixed length
-            and ``num_steps`` is a tensor, so another step count reuses the compiled loop."""
+            and ``num_steps`` is a tensor, so another step count reuses the compiled loop.
+            ``noises`` (R, B, h, w, C): step i injects row min(i, R - 1) (R = 1: zeros, read by
+            every step of a deterministic sampler)."""
+            last_row = noises.shape[0] - 1
 
             def body(index, carry):
+                noise = noises[ops.minimum(index, last_row)]  # (B, h, w, C)
                 return step(carry[0], carry[1], context, timesteps[index], coefficients[index],
-                            guidance_scale, edit)
+                            noise, guidance_scale, edit)
 
             return ops.fori_loop(0, num_steps, body, (latents, ops.zeros_like(latents)))[0]
 
@@ -237,29 +250,36 @@ class StableDiffusion(AdapterMethods):
         """Denoise from noise to an image, conditioned on a text encoding ``context`` (B, 77, D).
 
         ``callback``, if given, is called after every step with a dict: ``step`` (0-based),
-        ``timestep``, ``latents`` (x_{t-1}) and ``denoised`` (the predicted x_0), numpy NHWC.
-        ``sampler``: "ddim" (default, 50 steps), "euler" or "dpmpp_2m" (good in 15-25 steps).
+        ``timestep``, ``latents`` (x_{t-1}) and ``denoised`` (the predicted x_0; LCM: the
+        consistency function's output), numpy NHWC.
+        ``sampler``: "ddim" (default, 50 steps), "euler" or "dpmpp_2m" (good in 15-25 steps), or
+        "lcm" (1-8 steps, for LCM-distilled UNets or an LCM-LoRA; guidance 1-2). LCM injects noise
+        between steps: with ``seed``, the initial latent is the first
+        ``default_rng(seed).standard_normal((B, h, w, C))`` draw and each injected noise the next;
+        with ``diffusion_noise``, the injected noises are ``default_rng(seed)``'s draws.
         """
         chosen = self._sampler(sampler)
         self._check_text_to_image_unet()
-        num_steps = validation.check_num_steps(num_steps, self.scheduler.config.num_train_timesteps)
+        num_steps = validation.check_num_steps(num_steps, chosen.max_steps, chosen.steps_hint)
         guidance_scale = validation.check_guidance_scale(guidance_scale)
         seed = validation.check_seed(seed)
         contexts = self._paired_contexts(context, negative_prompt, unconditional_context,
                                          batch_size)  # (2B, 77, D)
         plan = chosen.plan(num_steps)
-        latents = self._initial_latents(contexts.shape[0] // 2, seed, diffusion_noise)
+        latents, rng = self._draw_noise(contexts.shape[0] // 2, seed, diffusion_noise)
         latents = self.denoise(latents * np.float32(plan.init_noise_sigma), contexts, plan,
-                               guidance_scale, callback=callback, verbose=verbose)
+                               guidance_scale, callback=callback, verbose=verbose, noise_rng=rng)
         return self.decode_latents(latents)
 
     def denoise(self, latents, contexts, plan, guidance_scale, callback=None, verbose=True,
-                edit=None):
+                edit=None, noise_rng=None):
         """Run the steps of ``plan`` (``sampler.plan(num_steps, start_step)``) from ``latents``.
 
         ``contexts``: [unconditional; conditional] encodings (2B, 77, D); ``edit``: an ``Edit``
-        for inpainting (None: none). Returns the final latents (B, h, w, C), scaled as the sampler
-        produces them (``decode_latents`` takes them).
+        for inpainting (None: none); ``noise_rng``: the numpy Generator that draws the noise a
+        sampler injects between steps (LCM), one ``standard_normal((B, h, w, C))`` per such step in
+        step order (None: fresh entropy). Returns the final latents (B, h, w, C), scaled as the
+        sampler produces them (``decode_latents`` takes them).
         """
         latents = ops.convert_to_tensor(latents, dtype="float32")
         contexts = ops.convert_to_tensor(contexts, dtype="float32")
@@ -267,11 +287,12 @@ class StableDiffusion(AdapterMethods):
         edit = Edit(*(ops.convert_to_tensor(value, dtype="float32") for value in
                       (edit or self._no_edit(latents.shape[0]))))
         coefficients = step_coefficients(plan)  # (n, K + 2)
+        noises = injected_noises(plan, noise_rng, tuple(latents.shape))  # (n, B, h, w, C) or None
         num_steps = len(plan.timesteps)
         start = time.perf_counter()
         if self.compile_loop and callback is None:
-            latents = self._run_compiled_loop(latents, contexts, plan, coefficients, guidance,
-                                              edit)
+            latents = self._run_compiled_loop(latents, contexts, plan, coefficients, noises,
+                                              guidance, edit)
             if verbose:
                 seconds = time.perf_counter() - start
                 print(f"{num_steps}/{num_steps} denoising steps in one compiled loop: "
@@ -279,12 +300,14 @@ class StableDiffusion(AdapterMethods):
         else:
             step_fn = self._step_fns[plan.family]
             previous_x0 = ops.zeros_like(latents)
+            no_noise = ops.zeros_like(latents)
             progress = keras.utils.Progbar(num_steps) if verbose else None
             for index, timestep in enumerate(plan.timesteps):
+                noise = no_noise if noises is None else ops.convert_to_tensor(noises[index])
                 latents, previous_x0 = step_fn(
                     latents, previous_x0, contexts,
                     ops.convert_to_tensor(timestep, dtype="float32"),
-                    ops.convert_to_tensor(coefficients[index]), guidance, edit)
+                    ops.convert_to_tensor(coefficients[index]), noise, guidance, edit)
                 if callback is not None:
                     callback({"step": index, "timestep": _plain_number(timestep),
                               "latents": to_numpy(latents), "denoised": to_numpy(previous_x0)})
@@ -316,7 +339,8 @@ class StableDiffusion(AdapterMethods):
         steps begin, and those steps run: strength 0.3 keeps the layout and most colors, 1.0 keeps
         little. ``image``: uint8 (H, W, 3) or (B, H, W, 3) or a PIL image, of the pipeline's size.
         ``diffusion_noise`` (B, h, w, C) is the noise mixed into the image's latent (else drawn
-        from ``seed`` as in ``text_to_image``). The other arguments as in ``text_to_image``.
+        from ``seed`` as in ``text_to_image``; so are LCM's injected noises, after it). The other
+        arguments as in ``text_to_image``.
         """
         self._check_text_to_image_unet()
         return self._edit(prompt, image, None, strength, negative_prompt, batch_size, num_steps,
@@ -343,7 +367,7 @@ class StableDiffusion(AdapterMethods):
               guidance_scale, seed, diffusion_noise, sampler, callback, verbose, paste_original):
         """image_to_image (no ``mask``) and inpaint: prepare, denoise from a later step, decode."""
         chosen = self._sampler(sampler)
-        num_steps = validation.check_num_steps(num_steps, self.scheduler.config.num_train_timesteps)
+        num_steps = validation.check_num_steps(num_steps, chosen.max_steps, chosen.steps_hint)
         guidance_scale = validation.check_guidance_scale(guidance_scale)
         seed = validation.check_seed(seed)
         strength = editing.check_strength(strength)
@@ -356,7 +380,7 @@ class StableDiffusion(AdapterMethods):
         contexts = self._paired_contexts(self.encode_text(prompts), negative_prompt, None, batch)
         images = editing.broadcast(images, batch)
         image_latents = self.encode_image(images)  # (B, h, w, C), the posterior means
-        noise = self._initial_latents(batch, seed, diffusion_noise)  # (B, h, w, C)
+        noise, rng = self._draw_noise(batch, seed, diffusion_noise)  # (B, h, w, C)
         plan = chosen.plan(num_steps, start_step=first_step)
         edit = self._no_edit(batch)._replace(image_latents=image_latents, noise=noise)
         if masks is None:
@@ -373,7 +397,7 @@ class StableDiffusion(AdapterMethods):
             latents = (noise * np.float32(plan.init_noise_sigma) if strength == 1.0
                        else plan.add_noise(image_latents, noise))
         latents = self.denoise(latents, contexts, plan, guidance_scale, callback=callback,
-                               verbose=verbose, edit=edit)
+                               verbose=verbose, edit=edit, noise_rng=rng)
         result = self.decode_latents(latents)
         if paste_original and masks is not None:
             result = np.where(masks.astype(bool), result, images)
@@ -410,16 +434,20 @@ class StableDiffusion(AdapterMethods):
 
         return np.concatenate([rows(unconditional_context), rows(context)], axis=0)
 
-    def _run_compiled_loop(self, latents, contexts, plan, coefficients, guidance, edit):
+    def _run_compiled_loop(self, latents, contexts, plan, coefficients, noises, guidance, edit):
         length = self.scheduler.config.num_train_timesteps
         num_steps = len(plan.timesteps)
         timesteps = np.zeros(length, np.float32)
         timesteps[:num_steps] = plan.timesteps
         padded = np.zeros((length, coefficients.shape[1]), np.float32)
         padded[:num_steps] = coefficients
+        stacked = np.zeros((self._noise_rows[plan.family], *latents.shape), np.float32)
+        if noises is not None:
+            stacked[:num_steps] = noises
         return self._loop_fns[plan.family](
             latents, contexts, ops.convert_to_tensor(timesteps), ops.convert_to_tensor(padded),
-            ops.convert_to_tensor(num_steps, dtype="int32"), guidance, edit)
+            ops.convert_to_tensor(stacked), ops.convert_to_tensor(num_steps, dtype="int32"),
+            guidance, edit)
 
     def _no_edit(self, batch):
         """The neutral ``Edit``: every latent is the sampler's (no mask, no image)."""
@@ -429,11 +457,19 @@ class StableDiffusion(AdapterMethods):
                     np.zeros(shape, np.float32), np.zeros((*shape[:-1], max(extra, 0)), np.float32))
 
     def _initial_latents(self, batch_size, seed, diffusion_noise):
+        return self._draw_noise(batch_size, seed, diffusion_noise)[0]
+
+    def _draw_noise(self, batch_size, seed, diffusion_noise):
+        """The initial latent (B, h, w, C) and the Generator that draws the noise a sampler
+        injects later: with ``seed``, the latent is ``default_rng(seed)``'s first draw and the
+        injected noises its next ones; a given ``diffusion_noise`` is the latent, and
+        ``default_rng(seed)`` draws the rest (fresh entropy when seed is None)."""
         shape = (batch_size, *self.latent_shape)
-        if diffusion_noise is not None:
-            return validation.check_diffusion_noise(diffusion_noise, shape, self.vae_scale_factor)
         rng = np.random.default_rng(seed)
-        return rng.standard_normal(shape, dtype=np.float32)  # times the sampler's initial sigma
+        if diffusion_noise is not None:
+            noise = validation.check_diffusion_noise(diffusion_noise, shape, self.vae_scale_factor)
+            return noise, rng
+        return rng.standard_normal(shape, dtype=np.float32), rng  # times the initial sigma
 
     @property
     def trace_counts(self):
@@ -450,6 +486,17 @@ class StableDiffusion(AdapterMethods):
         return (f"StableDiffusion({self.name!r}, {self.img_height}x{self.img_width}, "
                 f"jit_compile={self.jit_compile}, compile_loop={self.compile_loop}, "
                 f"dtype={self.unet.dtype_policy.name!r}, backend={keras.backend.backend()!r})")
+
+
+def injected_noises(plan, rng, shape):
+    """The noise each step of ``plan`` injects, (n, *shape) float32 in step order (zeros where a
+    step injects none: LCM's last), drawn from ``rng`` (None: fresh entropy); None for a sampler
+    that injects none."""
+    if plan.noise_steps is None or not plan.noise_steps.any():
+        return None
+    rng = np.random.default_rng() if rng is None else rng
+    return np.stack([rng.standard_normal(shape, dtype=np.float32) if draws
+                     else np.zeros(shape, np.float32) for draws in plan.noise_steps])
 
 
 def step_coefficients(plan):

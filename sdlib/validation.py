@@ -56,11 +56,12 @@ def check_generate_batch(batch_size, context):
     return batch_size
 
 
-def check_num_steps(num_steps, max_steps=1000):
+def check_num_steps(num_steps, max_steps=1000, hint="25-50 is usual for DDIM"):
+    """An int in 1..``max_steps``: the training timesteps, or fewer for a sampler that says so
+    (LCM: its ``original_inference_steps``); ``hint`` names the sampler's usual range."""
     num_steps = _check_int(num_steps, "num_steps")
     if not 1 <= num_steps <= max_steps:
-        raise ValueError(f"num_steps must be between 1 and {max_steps}, got {num_steps} (25-50 is "
-                         "usual for DDIM).")
+        raise ValueError(f"num_steps must be between 1 and {max_steps}, got {num_steps} ({hint}).")
     return num_steps
 
 

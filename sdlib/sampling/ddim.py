@@ -93,9 +93,15 @@ class DDIMSampler:
     alpha_bar_prev) and the update the compiled step applies."""
 
     family = "ddim"
+    injects_noise = False
+    steps_hint = "25-50 is usual for DDIM"
 
     def __init__(self, config):
         self.scheduler = DDIMScheduler(config)
+
+    @property
+    def max_steps(self):
+        return self.scheduler.config.num_train_timesteps
 
     def plan(self, num_steps, start_step=0):
         """The steps ``start_step``, ..., ``num_steps - 1`` of a ``num_steps`` run."""
@@ -107,6 +113,6 @@ class DDIMSampler:
                            coefficients[start_step:].astype(np.float32), 1.0, self.family,
                            noise_levels[start_step:].astype(np.float32))
 
-    def update(self, model_output, x, previous_x0, coefficients):
+    def update(self, model_output, x, previous_x0, coefficients, noise):
         return self.scheduler.step(model_output, x, coefficients[1], coefficients[2])
 

@@ -1,4 +1,4 @@
-"""Samplers behind one call: ``text_to_image(..., sampler="ddim" | "euler" | "dpmpp_2m")``.
+"""Samplers behind one call: ``text_to_image(..., sampler="ddim" | "euler" | "dpmpp_2m" | "lcm")``.
 
 Every sampler turns the model's output at step i into the next latent. Euler (Karras et al. 2022,
 Algorithm 1 with no churn) and DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) are *linear* in their
@@ -23,15 +23,18 @@ import numpy as np
 from keras import ops
 
 from sdlib.sampling.ddim import DDIMSampler
+from sdlib.sampling.lcm import LCMSampler
 from sdlib.sampling.schedule import SamplerPlan, alphas_cumprod, check_start_step, spaced_timesteps
 
-SAMPLERS = ("ddim", "euler", "dpmpp_2m")
+SAMPLERS = ("ddim", "euler", "dpmpp_2m", "lcm")
 
 
 class LinearMultistepSampler:
     """Shared update of Euler and DPM-Solver++(2M): coefficients (c_in, p, q, A, B, C)."""
 
     family = "linear"
+    injects_noise = False
+    steps_hint = "15-25 is usual for Euler and DPM-Solver++"
 
     def __init__(self, config):
         if config.prediction_type not in ("epsilon", "v_prediction"):
@@ -45,7 +48,11 @@ class LinearMultistepSampler:
             alphas_bar[-1] = 2.0**-24
         self.train_sigmas = np.sqrt((1 - alphas_bar) / alphas_bar)  # sigma(t), t = 0..T-1
 
-    def update(self, model_output, x, previous_x0, coefficients):
+    @property
+    def max_steps(self):
+        return self.config.num_train_timesteps
+
+    def update(self, model_output, x, previous_x0, coefficients, noise):
         p, q, a, b, c = (coefficients[i] for i in range(1, 6))
         x0 = p * x + q * model_output
         return a * x + b * x0 + c * previous_x0, x0
@@ -141,19 +148,22 @@ class DPMSolverPlusPlus2M(LinearMultistepSampler):
 
 
 def make_sampler(name, config):
-    classes = {"ddim": DDIMSampler, "euler": EulerSampler, "dpmpp_2m": DPMSolverPlusPlus2M}
+    classes = {"ddim": DDIMSampler, "euler": EulerSampler, "dpmpp_2m": DPMSolverPlusPlus2M,
+               "lcm": LCMSampler}
     if name not in classes:
         raise ValueError(f"Unknown sampler {name!r}; choose one of {list(SAMPLERS)}.")
     return classes[name](config)
 
 
-def run_plan(sampler, plan, model, x):
-    """Run a plan with a plain function ``model(x_scaled, t) -> output`` (numpy; for tests)."""
+def run_plan(sampler, plan, model, x, noises=None):
+    """Run a plan with a plain function ``model(x_scaled, t) -> output`` (numpy; for tests).
+    ``noises``: what each step injects (LCM), one array per step; None: zeros."""
     previous_x0 = np.zeros_like(x)
+    noises = [np.zeros_like(x)] * len(plan.timesteps) if noises is None else noises
     outputs = []
-    for t, coefficients in zip(plan.timesteps, plan.coefficients, strict=True):
+    for t, coefficients, noise in zip(plan.timesteps, plan.coefficients, noises, strict=True):
         output = model(coefficients[0] * x, t)
         x, previous_x0 = (ops.convert_to_numpy(v) for v in
-                          sampler.update(output, x, previous_x0, coefficients))
+                          sampler.update(output, x, previous_x0, coefficients, noise))
         outputs.append(x)
     return outputs

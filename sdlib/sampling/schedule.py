@@ -153,14 +153,17 @@ class SamplerPlan:
     """What one run needs, per step that runs: timesteps (n,) and coefficients (n, K), the sampler
     family whose compiled update reads the coefficients, the initial noise's scale, and each
     step's noise level as the forward process reaches it: ``noise_levels`` (n, 2), rows (a, b) with
-    x_t = a x_0 + b eps (DDIM: sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t); Euler: 1, sigma;
-    DPM-Solver: alpha_t, sigma_t), what diffusers' ``scheduler.add_noise`` computes there."""
+    x_t = a x_0 + b eps (DDIM and LCM: sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t); Euler: 1, sigma;
+    DPM-Solver: alpha_t, sigma_t), what diffusers' ``scheduler.add_noise`` computes there.
+    ``noise_steps`` (n,) bool: the steps that inject fresh noise (LCM: all but the last); None for
+    the deterministic samplers."""
 
     timesteps: np.ndarray
     coefficients: np.ndarray
     init_noise_sigma: float
     family: str
     noise_levels: np.ndarray
+    noise_steps: np.ndarray | None = None
 
     def add_noise(self, sample, noise, step=0):
         """``sample`` noised to the level of run step ``step``: where image-to-image starts."""
