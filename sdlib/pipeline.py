@@ -232,7 +232,10 @@ class StableDiffusion(AdapterMethods):
         """Generate images for ``prompt``; returns uint8 numpy (B, H, W, 3).
 
         A single prompt with ``batch_size=n`` gives n images; a list of n prompts gives one image
-        each. ``diffusion_noise`` (B, H/f, W/f, C) fixes the initial latent instead of ``seed``.
+        each. ``seed``: an int (one generator for the batch, as before), or a list of ints, one
+        per image: image i then depends on its prompt, ``seed[i]`` and the settings alone, not on
+        its batch or position (many-image jobs). ``diffusion_noise`` (B, H/f, W/f, C) fixes the
+        initial latent instead of ``seed``.
         """
         prompts = validation.check_prompt(prompt)
         batch_size = validation.check_batch_size(batch_size, prompts)
@@ -463,9 +466,11 @@ class StableDiffusion(AdapterMethods):
         """The initial latent (B, h, w, C) and the Generator that draws the noise a sampler
         injects later: with ``seed``, the latent is ``default_rng(seed)``'s first draw and the
         injected noises its next ones; a given ``diffusion_noise`` is the latent, and
-        ``default_rng(seed)`` draws the rest (fresh entropy when seed is None)."""
+        ``default_rng(seed)`` draws the rest (fresh entropy when seed is None). A list of seeds
+        gives each image its own generator, drawn the same way for one image."""
         shape = (batch_size, *self.latent_shape)
-        rng = np.random.default_rng(seed)
+        validation.check_seed_count(seed, batch_size)
+        rng = PerImageNoise(seed) if isinstance(seed, list) else np.random.default_rng(seed)
         if diffusion_noise is not None:
             noise = validation.check_diffusion_noise(diffusion_noise, shape, self.vae_scale_factor)
             return noise, rng
@@ -486,6 +491,21 @@ class StableDiffusion(AdapterMethods):
         return (f"StableDiffusion({self.name!r}, {self.img_height}x{self.img_width}, "
                 f"jit_compile={self.jit_compile}, compile_loop={self.compile_loop}, "
                 f"dtype={self.unet.dtype_policy.name!r}, backend={keras.backend.backend()!r})")
+
+
+class PerImageNoise:
+    """Draws a batch's noise image by image, each from its own ``default_rng(seed)``: an image
+    then gets the same noise whatever batch it is in and wherever it stands (``seed=[...]``)."""
+
+    def __init__(self, seeds):
+        self.generators = [np.random.default_rng(seed) for seed in seeds]
+
+    def standard_normal(self, shape, dtype=np.float32):
+        """(B, ...) noise: row i is image i's generator's next (1, ...) draw."""
+        if shape[0] != len(self.generators):
+            raise ValueError(f"{len(self.generators)} seeds for a batch of {shape[0]} images.")
+        return np.concatenate([generator.standard_normal((1, *shape[1:]), dtype=dtype)
+                               for generator in self.generators])
 
 
 def injected_noises(plan, rng, shape):

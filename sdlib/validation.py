@@ -77,12 +77,29 @@ def check_guidance_scale(guidance_scale):
 
 
 def check_seed(seed):
+    """None, a non-negative int (one generator for the batch), or a list of them (one per image:
+    an image's noise then depends on its own seed only, not on its batch or position)."""
     if seed is None:
         return None
+    if isinstance(seed, (list, tuple)) or (isinstance(seed, np.ndarray) and seed.ndim == 1):
+        if len(seed) == 0:
+            raise ValueError("seed is an empty list; give one seed per image (or one int).")
+        return [_check_one_seed(value) for value in seed]
+    return _check_one_seed(seed)
+
+
+def _check_one_seed(seed):
     seed = _check_int(seed, "seed")
     if seed < 0:
         raise ValueError(f"seed must be a non-negative int (or None for a random one), got {seed}.")
     return seed
+
+
+def check_seed_count(seed, batch_size):
+    """A list of seeds needs one per image of the batch."""
+    if isinstance(seed, list) and len(seed) != batch_size:
+        raise ValueError(f"{len(seed)} seeds for a batch of {batch_size} images; give one seed per "
+                         "image, or one int for the whole batch.")
 
 
 def check_negative_prompt(negative_prompt, batch_size):

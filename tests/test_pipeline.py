@@ -133,3 +133,37 @@ def test_denoising_from_a_start_step_continues_the_full_run(pipe, sampler):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(resumed),
                                    keras.ops.convert_to_numpy(full), rtol=1e-5, atol=1e-5)
     assert pipe.trace_counts == before  # another start step reuses the compiled step
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "lcm"])  # LCM also injects noise between steps
+def test_per_image_seeds_do_not_depend_on_the_batch(pipe, sampler):
+    """Image i with seed s is the same alone, in a batch of four, and in another position."""
+    prompts = ["a red circle", "a blue square", "a green triangle", "a cat"]
+    seeds = [11, 5, 11, 902]
+    kwargs = dict(num_steps=3, verbose=False, sampler=sampler)
+    batch = pipe.text_to_image(prompts, seed=seeds, **kwargs)
+    alone = [pipe.text_to_image(prompt, seed=[seed], **kwargs)[0]
+             for prompt, seed in zip(prompts, seeds, strict=True)]
+    order = [3, 1, 0, 2]
+    shuffled = pipe.text_to_image([prompts[i] for i in order], seed=[seeds[i] for i in order],
+                                  **kwargs)
+    for i in range(4):
+        np.testing.assert_allclose(batch[i].astype(int), alone[i].astype(int), atol=1)
+        np.testing.assert_allclose(shuffled[order.index(i)].astype(int), batch[i].astype(int),
+                                   atol=1)
+    assert not np.array_equal(batch[1], batch[3])  # different seeds, different noise
+    # one int keeps one generator for the whole batch, as before
+    rng = np.random.default_rng(11)
+    np.testing.assert_array_equal(
+        pipe.text_to_image(prompts[:2], seed=11, num_steps=3, verbose=False),
+        pipe.text_to_image(prompts[:2], num_steps=3, verbose=False,
+                           diffusion_noise=rng.standard_normal((2, *pipe.latent_shape),
+                                                               dtype=np.float32)))
+
+
+@pytest.mark.parametrize("seed, message", [([1, 2], "2 seeds for a batch of 3"),
+                                           ([], "empty list"), ([1, -2, 3], "non-negative"),
+                                           ([1, 2.5, 3], "must be an int")])
+def test_per_image_seed_errors(pipe, seed, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        pipe.text_to_image(["a", "b", "c"], seed=seed, num_steps=2, verbose=False)
