@@ -3,6 +3,7 @@
     import sdlib
     pipe = sdlib.StableDiffusion.from_preset("tiny")
     images = pipe.text_to_image("a small red circle", batch_size=3)   # uint8 (3, 64, 64, 3)
+    sdlib.doctor()   # is this machine ready for the book? (python -m sdlib doctor)
 
 Importing sdlib loads the pipeline and what it stands on (``models``, ``sampling``, ``loading``,
 ``presets``, ``device``); the book's helpers (``sdlib.book``), the miniature world (``sdlib.mini``),
@@ -18,11 +19,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from sdlib.native_logs import native_logs_hidden  # noqa: E402
 
 with native_logs_hidden():
+    from sdlib import doctor  # a module that runs its checks when called: sdlib.doctor()
     from sdlib.errors import CheckpointError
     from sdlib.loading import Components
     from sdlib.pipeline import StableDiffusion
     from sdlib.presets import PRESETS
     from sdlib.tokenizer import CLIPTokenizer
 
-__all__ = ["StableDiffusion", "Components", "CLIPTokenizer", "CheckpointError", "PRESETS"]
+__all__ = ["StableDiffusion", "Components", "CLIPTokenizer", "CheckpointError", "PRESETS",
+           "doctor"]
 __version__ = "0.1.0"

@@ -21,6 +21,7 @@ LAYERS = {
     "loading": 3,
     "adapters": 4,  # the pipeline's LoRA and textual-inversion methods
     "pipeline": 5,
+    "doctor": 5.5,  # checks the machine with the pipeline; the package exports it: sdlib.doctor()
     "sdlib": 6,  # the package itself: __init__ exports the pipeline
     "training": 7,
     "mini": 8, "book": 8, "cli": 8,

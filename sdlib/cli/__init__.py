@@ -4,9 +4,9 @@ and the function that runs it."""
 import argparse
 import sys
 
-from sdlib.cli import common, edit, generate, quiet
+from sdlib.cli import common, doctor, edit, generate, quiet
 
-COMMANDS = (generate, edit)
+COMMANDS = (generate, edit, doctor)
 
 
 def build_parser():
@@ -23,7 +23,8 @@ def build_parser():
 
 
 def main(argv=None, vocabularies=None):
-    """Run one command; 0 when it worked, 2 (and the reason on stderr) when it could not.
+    """Run one command; 0 when it worked, 2 (and the reason on stderr) when it could not, or the
+    command's own status (doctor: 1 when a check fails).
 
     ``vocabularies``: {preset name: (unknown_words(prompt) -> words, what it knows)} for models
     that know few words; ``python -m sdlib`` passes the mini models' (the command line cannot
@@ -33,8 +34,8 @@ def main(argv=None, vocabularies=None):
     args.vocabularies = vocabularies or {}
     try:
         with quiet.native_logs_hidden():
-            args.run(args)
+            status = args.run(args)
     except (ValueError, TypeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
