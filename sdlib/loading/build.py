@@ -8,6 +8,7 @@ values, the same on every backend.
 
 import contextlib
 import dataclasses
+import math
 
 import numpy as np
 
@@ -86,20 +87,29 @@ def default_tokenizer(text_config):
 
 
 def randomize(model, seed):
-    """Seeded random weights, identical on every backend: N(0, 1/fan_in) kernels, norms near 1."""
+    """Seeded random weights, identical on every backend: kernels of variance 1/fan_in, norms near
+    1. Uniform draws of the same variance rather than normal ones: float32 uniforms cost ~4 ns each
+    against ~44 for float64 normals, which made SD v1.5's 1.07 B random weights take ~30 s."""
     rng = np.random.default_rng(seed)
+
+    def noise(shape, std):  # zero mean, standard deviation ``std``, float32
+        values = rng.random(shape, dtype=np.float32)
+        values -= 0.5
+        values *= np.float32(std * math.sqrt(12.0))  # U(-1/2, 1/2) has variance 1/12
+        return values
+
     for variable in model.weights:
         shape = tuple(variable.shape)
         name = variable.path.rsplit("/", 1)[-1]
         if name == "gamma":
-            value = 1.0 + 0.1 * rng.standard_normal(shape)
+            value = noise(shape, 0.1)
+            value += 1.0
         elif name in ("beta", "bias"):
-            value = 0.02 * rng.standard_normal(shape)
+            value = noise(shape, 0.02)
         else:
             fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-            scale = 0.5 if name == "embeddings" else 1.0 / np.sqrt(max(fan_in, 1))
-            value = scale * rng.standard_normal(shape)
-        variable.assign(value.astype(variable.dtype))
+            value = noise(shape, 0.5 if name == "embeddings" else 1.0 / math.sqrt(max(fan_in, 1)))
+        variable.assign(value if variable.dtype == "float32" else value.astype(variable.dtype))
 
 
 def random_components(configs, dtype="float32", with_weights=MODEL_NAMES):
