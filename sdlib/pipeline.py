@@ -9,6 +9,13 @@ decode. One compiled denoising step runs the UNet once on the batch [uncondition
 tensors, so a new prompt, seed, guidance scale, step count or start step reuses it. A sampler that
 injects noise between steps (LCM) gets it as one more input, drawn in numpy from the run's seed
 after the initial latent; the others get zeros.
+
+A UNet with ``time_cond_proj_dim`` (LCM-distilled: guidance was distilled into it) runs no such
+batch: the step embeds the guidance scale (w = guidance_scale - 1) and runs the UNet once on the
+conditional encodings, as diffusers' pipelines do for such a UNet
+(``LatentConsistencyModelPipeline``, and ``StableDiffusion*Pipeline`` too). It is meant for
+``sampler="lcm"``; the other samplers run it as diffusers' ``StableDiffusionPipeline`` does with
+their schedulers.
 """
 
 import time
@@ -18,10 +25,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from sdlib import device, editing, loading, presets, validation
+from sdlib import device, distribution, editing, loading, presets, validation
 from sdlib.adapters import AdapterMethods
 from sdlib.backend import CompiledFunction, to_numpy
 from sdlib.loading.build import Components, random_components
+from sdlib.models.unet import guidance_scale_embedding
 from sdlib.sampling.samplers import SAMPLERS, make_sampler
 
 
@@ -44,7 +52,14 @@ class Edit(NamedTuple):
 
 class StableDiffusion(AdapterMethods):
     """Text-to-image with Stable Diffusion v1. Build it with ``from_preset`` or ``from_pretrained``,
-    or from :class:`sdlib.Components` (what the loaders return)."""
+    or from :class:`sdlib.Components` (what the loaders return).
+
+    Several devices, one process (JAX): set a Keras distribution before building the pipeline,
+    ``keras.distribution.set_distribution(keras.distribution.DataParallel())`` (or build it inside
+    ``with keras.distribution.DataParallel().scope():``). The weights are then replicated on every
+    device, and each batch (a multiple of the device count) is split over them: the same images
+    as on one device, B / n per device (``sdlib.distribution``). TensorFlow and torch refuse one.
+    """
 
     def __init__(self, components, img_height, img_width, jit_compile="auto", compile_loop=False,
                  name="custom"):
@@ -56,6 +71,10 @@ class StableDiffusion(AdapterMethods):
         self.text_encoder, self.unet = components.text_encoder, components.unet
         self.vae, self.tokenizer = components.vae, components.tokenizer
         self.name = name
+        # The keras.distribution active now (None: one device): the weights were laid out for it,
+        # so every call shards its batch over the same devices.
+        self.distribution = distribution.pipeline_distribution(
+            [self.text_encoder, self.unet, self.vae])
         self.vae_scale_factor = self.vae.config.scale_factor
         validation.check_image_size(img_height, img_width, self.vae_scale_factor)
         self.img_height, self.img_width = int(img_height), int(img_width)
@@ -67,6 +86,10 @@ class StableDiffusion(AdapterMethods):
         # The tokenizer pads to its max_length (77), which may be shorter than the text encoder's
         # position table; encodings are (B, max_length, hidden_size).
         self.context_shape = (self.tokenizer.max_length, self.text_encoder.config.hidden_size)
+        # An LCM-distilled UNet takes the guidance scale as an input: one encoding per image, not
+        # the [unconditional; conditional] pair of classifier-free guidance.
+        self.embeds_guidance = self.unet.config.time_cond_proj_dim is not None
+        self._encodings_per_image = 1 if self.embeds_guidance else 2
         # The VAE decides the latent: an inpainting UNet takes 9 channels in and gives 4 out.
         self.latent_shape = (self.img_height // self.vae_scale_factor,
                              self.img_width // self.vae_scale_factor,
@@ -162,7 +185,8 @@ class StableDiffusion(AdapterMethods):
     def _make_step_graph(self, update):
         def step(latents, previous_x0, context, timestep, coefficients, noise, guidance_scale,
                  edit):
-            """One guided denoising step. ``context`` is [unconditional; conditional], (2B, 77, D);
+            """One guided denoising step. ``context`` is [unconditional; conditional], (2B, 77, D)
+            (the conditional alone, (B, 77, D), for a UNet that embeds the guidance scale);
             ``coefficients[0]`` scales the model input, the last two are the kept region's noise
             level after the step, the rest belong to the sampler's update. ``noise`` (B, h, w, C)
             is what the step injects (LCM; zeros otherwise). ``edit`` is ``Edit``: zeros and ones
@@ -171,16 +195,27 @@ class StableDiffusion(AdapterMethods):
             scaled = latents * coefficients[0]
             # A 9-channel inpainting UNet also reads the mask and the masked image's latents.
             model_input = ops.concatenate([scaled, edit.conditioning], axis=-1)  # (B, h, w, C_in)
-            model_input = ops.concatenate([model_input, model_input], axis=0)  # (2B, h, w, C_in)
-            timesteps = ops.full((2 * batch,), timestep, dtype="float32")
             compute_dtype = self.unet.compute_dtype
-            noise_pred = self.unet(ops.cast(model_input, compute_dtype), timesteps,
-                                   ops.cast(context, compute_dtype))
-            noise_pred = ops.cast(noise_pred, "float32")  # sampler math stays float32
-            uncond, cond = noise_pred[:batch], noise_pred[batch:]
-            # diffusers skips guidance when guidance_scale <= 1: the conditional prediction alone.
-            guided = uncond + guidance_scale * (cond - uncond)
-            guided = ops.where(guidance_scale > 1.0, guided, cond)
+
+            def predict(inputs, timestep_cond=None):
+                timesteps = ops.full((ops.shape(inputs)[0],), timestep, dtype="float32")
+                output = self.unet(ops.cast(inputs, compute_dtype), timesteps,
+                                   ops.cast(context, compute_dtype), timestep_cond=timestep_cond)
+                return ops.cast(output, "float32")  # sampler math stays float32
+
+            if self.embeds_guidance:
+                # Guidance distilled into the UNet (Luo et al. 2023, sec. 4.2): the scale is an
+                # input, w = guidance_scale - 1 as in diffusers, and one pass replaces two.
+                w = ops.full((batch,), guidance_scale - 1.0, dtype="float32")  # (B,)
+                guided = predict(model_input, guidance_scale_embedding(
+                    w, self.unet.config.time_cond_proj_dim))  # (B, h, w, C)
+            else:
+                noise_pred = predict(ops.concatenate([model_input, model_input],
+                                                     axis=0))  # (2B, h, w, C)
+                uncond, cond = noise_pred[:batch], noise_pred[batch:]
+                # diffusers skips guidance when guidance_scale <= 1: the conditional prediction.
+                guided = uncond + guidance_scale * (cond - uncond)
+                guided = ops.where(guidance_scale > 1.0, guided, cond)
             x_next, x0 = update(guided, latents, previous_x0, coefficients, noise)
             # Inpainting with a text-to-image UNet: where the mask keeps the image, the latent goes
             # back to the image noised to the next step's level (the clean image after the last).
@@ -223,8 +258,8 @@ class StableDiffusion(AdapterMethods):
     def encode_text(self, prompt):
         """Prompt(s) -> text encoding (B, 77, D), float32 numpy."""
         prompts = validation.check_prompt(prompt)
-        token_ids = self.tokenizer(prompts)  # (B, 77)
-        return to_numpy(self._encode_fn(ops.convert_to_tensor(token_ids, dtype="int32")))
+        token_ids = ops.convert_to_tensor(self.tokenizer(prompts), dtype="int32")  # (B, 77)
+        return to_numpy(self._encode_fn(self._shard(token_ids)))
 
     def text_to_image(self, prompt, negative_prompt=None, batch_size=1, num_steps=50,
                       guidance_scale=7.5, seed=None, diffusion_noise=None, callback=None,
@@ -260,6 +295,12 @@ class StableDiffusion(AdapterMethods):
         between steps: with ``seed``, the initial latent is the first
         ``default_rng(seed).standard_normal((B, h, w, C))`` draw and each injected noise the next;
         with ``diffusion_noise``, the injected noises are ``default_rng(seed)``'s draws.
+
+        An LCM-distilled UNet (``embeds_guidance``: its config has ``time_cond_proj_dim``) reads
+        ``guidance_scale`` as an input (diffusers' ``LatentConsistencyModelPipeline``: 4 steps,
+        guidance 8.5 by default) and runs no unconditional pass, so it takes no negative prompt or
+        ``unconditional_context``. Use it with ``sampler="lcm"``, which it was distilled for; the
+        other samplers run it too, as diffusers' ``StableDiffusionPipeline`` does.
         """
         chosen = self._sampler(sampler)
         self._check_text_to_image_unet()
@@ -267,9 +308,10 @@ class StableDiffusion(AdapterMethods):
         guidance_scale = validation.check_guidance_scale(guidance_scale)
         seed = validation.check_seed(seed)
         contexts = self._paired_contexts(context, negative_prompt, unconditional_context,
-                                         batch_size)  # (2B, 77, D)
+                                         batch_size)  # (2B, 77, D); (B, 77, D) embeds_guidance
         plan = chosen.plan(num_steps)
-        latents, rng = self._draw_noise(contexts.shape[0] // 2, seed, diffusion_noise)
+        latents, rng = self._draw_noise(contexts.shape[0] // self._encodings_per_image, seed,
+                                        diffusion_noise)
         latents = self.denoise(latents * np.float32(plan.init_noise_sigma), contexts, plan,
                                guidance_scale, callback=callback, verbose=verbose, noise_rng=rng)
         return self.decode_latents(latents)
@@ -278,7 +320,8 @@ class StableDiffusion(AdapterMethods):
                 edit=None, noise_rng=None):
         """Run the steps of ``plan`` (``sampler.plan(num_steps, start_step)``) from ``latents``.
 
-        ``contexts``: [unconditional; conditional] encodings (2B, 77, D); ``edit``: an ``Edit``
+        ``contexts``: [unconditional; conditional] encodings (2B, 77, D), or the conditional ones
+        alone (B, 77, D) where the UNet embeds the guidance scale; ``edit``: an ``Edit``
         for inpainting (None: none); ``noise_rng``: the numpy Generator that draws the noise a
         sampler injects between steps (LCM), one ``standard_normal((B, h, w, C))`` per such step in
         step order (None: fresh entropy). Returns the final latents (B, h, w, C), scaled as the
@@ -289,6 +332,9 @@ class StableDiffusion(AdapterMethods):
         guidance = ops.convert_to_tensor(guidance_scale, dtype="float32")
         edit = Edit(*(ops.convert_to_tensor(value, dtype="float32") for value in
                       (edit or self._no_edit(latents.shape[0]))))
+        distribution.check_batch(self.distribution, latents.shape[0])
+        latents, contexts = self._shard(latents), self._shard(contexts)  # contexts: 2B (or B) rows
+        edit = Edit(*(self._shard(value) for value in edit))
         coefficients = step_coefficients(plan)  # (n, K + 2)
         noises = injected_noises(plan, noise_rng, tuple(latents.shape))  # (n, B, h, w, C) or None
         num_steps = len(plan.timesteps)
@@ -302,11 +348,12 @@ class StableDiffusion(AdapterMethods):
                       f"{seconds:.2f} s ({1000 * seconds / num_steps:.0f} ms/step)")
         else:
             step_fn = self._step_fns[plan.family]
-            previous_x0 = ops.zeros_like(latents)
-            no_noise = ops.zeros_like(latents)
+            previous_x0 = self._shard(ops.zeros_like(latents))
+            no_noise = self._shard(ops.zeros_like(latents))
             progress = keras.utils.Progbar(num_steps) if verbose else None
             for index, timestep in enumerate(plan.timesteps):
-                noise = no_noise if noises is None else ops.convert_to_tensor(noises[index])
+                noise = (no_noise if noises is None
+                         else self._shard(ops.convert_to_tensor(noises[index])))
                 latents, previous_x0 = step_fn(
                     latents, previous_x0, contexts,
                     ops.convert_to_tensor(timestep, dtype="float32"),
@@ -321,7 +368,8 @@ class StableDiffusion(AdapterMethods):
 
     def decode_latents(self, latents):
         """Latents (B, h, w, C), scaled as the sampler makes them -> uint8 images (B, H, W, 3)."""
-        images = to_numpy(self._decode_fn(ops.convert_to_tensor(latents, dtype="float32")))
+        latents = self._shard(ops.convert_to_tensor(latents, dtype="float32"))
+        images = to_numpy(self._decode_fn(latents))
         validation.check_finite_images(images)
         return np.round(images * 255.0).astype(np.uint8)
 
@@ -331,7 +379,8 @@ class StableDiffusion(AdapterMethods):
 
     def _encode_pixels(self, pixels):
         """Pixels in [-1, 1] (B, H, W, 3) -> the VAE posterior's mean times ``scaling_factor``."""
-        return to_numpy(self._encode_image_fn(ops.convert_to_tensor(pixels, dtype="float32")))
+        pixels = self._shard(ops.convert_to_tensor(pixels, dtype="float32"))
+        return to_numpy(self._encode_image_fn(pixels))
 
     def image_to_image(self, prompt, image, strength=0.8, negative_prompt=None, batch_size=1,
                        num_steps=50, guidance_scale=7.5, seed=None, diffusion_noise=None,
@@ -422,19 +471,23 @@ class StableDiffusion(AdapterMethods):
 
     def _paired_contexts(self, context, negative_prompt, unconditional_context, batch_size):
         """[unconditional; conditional] encodings, (2B, 77, D): one encoding broadcasts over
-        ``batch_size``; the unconditional ones are the negative prompts' (empty by default)."""
+        ``batch_size``; the unconditional ones are the negative prompts' (empty by default). For a
+        UNet that embeds the guidance scale, the conditional ones alone (B, 77, D)."""
         context = validation.check_context(context, self.context_shape)
         batch_size = validation.check_generate_batch(batch_size, context)
+
+        def rows(encoding):  # (1 or B, 77, D) -> (B, 77, D)
+            return np.repeat(encoding, batch_size, axis=0) if encoding.shape[0] == 1 else encoding
+
+        if self.embeds_guidance:
+            validation.check_no_negatives(negative_prompt, unconditional_context)
+            return rows(context)
         if unconditional_context is None:
             negatives = validation.check_negative_prompt(negative_prompt, batch_size)
             unconditional_context = self.encode_text(negatives)
         else:
             unconditional_context = validation.check_context(unconditional_context,
                                                              self.context_shape)
-
-        def rows(encoding):  # (1 or B, 77, D) -> (B, 77, D)
-            return np.repeat(encoding, batch_size, axis=0) if encoding.shape[0] == 1 else encoding
-
         return np.concatenate([rows(unconditional_context), rows(context)], axis=0)
 
     def _run_compiled_loop(self, latents, contexts, plan, coefficients, noises, guidance, edit):
@@ -449,8 +502,13 @@ class StableDiffusion(AdapterMethods):
             stacked[:num_steps] = noises
         return self._loop_fns[plan.family](
             latents, contexts, ops.convert_to_tensor(timesteps), ops.convert_to_tensor(padded),
-            ops.convert_to_tensor(stacked), ops.convert_to_tensor(num_steps, dtype="int32"),
+            self._shard(ops.convert_to_tensor(stacked), batch_axis=1),  # (R, B, h, w, C)
+            ops.convert_to_tensor(num_steps, dtype="int32"),
             guidance, edit)
+
+    def _shard(self, tensor, batch_axis=0):
+        """``tensor`` split along ``batch_axis`` over the devices of ``self.distribution``."""
+        return distribution.shard_batch(tensor, self.distribution, batch_axis)
 
     def _no_edit(self, batch):
         """The neutral ``Edit``: every latent is the sampler's (no mask, no image)."""

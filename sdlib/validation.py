@@ -115,6 +115,21 @@ def check_negative_prompt(negative_prompt, batch_size):
     return negatives
 
 
+def check_no_negatives(negative_prompt, unconditional_context):
+    """A UNet that embeds the guidance scale (LCM-distilled, ``time_cond_proj_dim``) runs no
+    unconditional pass, so a negative prompt would silently do nothing: refuse it."""
+    given = [name for name, value in (("negative_prompt", negative_prompt),
+                                      ("unconditional_context", unconditional_context))
+             if value is not None]
+    if given:
+        raise ValueError(f"{' and '.join(given)} given, but this UNet embeds the guidance scale "
+                         "(time_cond_proj_dim: LCM-distilled, guided by the empty prompt when it "
+                         "was distilled) and runs no unconditional pass, so there is nothing for "
+                         "a negative prompt to steer; leave it None and set the strength with "
+                         "guidance_scale (diffusers' LatentConsistencyModelPipeline takes no "
+                         "negative prompt either).")
+
+
 def check_context(context, expected):
     """A text encoding: finite float array (B, *expected), expected = (tokens, hidden_size)."""
     try:

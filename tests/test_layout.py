@@ -28,7 +28,7 @@ LAYERS = {
     "__main__": 9,
 }
 CORE = {"errors", "config", "validation", "backend", "tokenizer", "device", "editing",
-        "native_logs"}
+        "native_logs", "distribution"}  # distribution: batch rows over keras.distribution devices
 
 
 def module_name(path):

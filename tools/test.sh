@@ -19,12 +19,12 @@ KERAS_BACKEND=tensorflow python -m pytest -q -rs --durations=10
 
 echo "== parity tests (JAX backend)"
 KERAS_BACKEND=jax python -m pytest -q -rs tests/test_parity.py tests/test_samplers.py tests/test_editing.py \
-  tests/test_adapters_parity.py tests/test_lora.py tests/test_lcm.py
+  tests/test_adapters_parity.py tests/test_lora.py tests/test_lcm.py tests/test_lcm_unet.py
 
 if python -c "import torch" 2>/dev/null; then
   echo "== parity tests (torch backend)"
   KERAS_BACKEND=torch python -m pytest -q -rs tests/test_parity.py tests/test_samplers.py tests/test_editing.py \
-    tests/test_adapters_parity.py tests/test_lora.py tests/test_lcm.py \
+    tests/test_adapters_parity.py tests/test_lora.py tests/test_lcm.py tests/test_lcm_unet.py \
     tests/test_layers.py tests/test_pipeline.py
 else
   echo "== parity tests (torch backend): torch is not installed here, so they do not run;"

@@ -21,7 +21,9 @@ from sdlib.tokenizer import CLIPTokenizer
 WEIGHT_FILES = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
                 "text_encoder": "model"}
 SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
-                       "StableDiffusionInpaintPipeline")
+                       "StableDiffusionInpaintPipeline",
+                       # LCM-distilled SD v1: the same parts, a UNet with time_cond_proj_dim
+                       "LatentConsistencyModelPipeline", "LatentConsistencyModelImg2ImgPipeline")
 
 
 def check_pipeline_family(folder):

@@ -4,12 +4,17 @@ A UNet (Ronneberger et al. 2015) of ResNet blocks with a time embedding, and spa
 whose cross-attention reads the text encoding. Written level by level, so it can be read beside the
 figure: down blocks keep their outputs as skips, the up blocks concatenate them back in. Layer names
 follow diffusers' ``UNet2DConditionModel``. NHWC.
+
+A latent-consistency UNet (Luo et al. 2023, sec. 4.2, "guided distillation") also reads the
+guidance scale: its Fourier embedding goes through ``time_embedding.cond_proj`` and is added to the
+timestep's features (``time_cond_proj_dim`` in the config), so guidance needs no second pass.
 """
 
 import dataclasses
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from sdlib.config import DIFFUSERS_FORMAT_VERSION, Config
@@ -41,6 +46,7 @@ class UNetConfig(Config):
     flip_sin_to_cos: bool = True
     freq_shift: int = 0
     downsample_padding: int = 1
+    time_cond_proj_dim: int | None = None  # the guidance embedding's size (LCM-distilled UNets)
 
     @classmethod
     def from_diffusers(cls, config: dict) -> "UNetConfig":
@@ -90,8 +96,6 @@ def _refuse_unsupported(config):
                           ("conv_out_kernel", 3), ("encoder_hid_dim", None)):
         if config.get(key, expected) != expected:
             problems.append(f"{key}={config[key]!r}")
-    if config.get("time_cond_proj_dim") is not None:
-        problems.append("time_cond_proj_dim (a latent-consistency UNet)")
     for block in config.get("down_block_types", ()):
         if block not in SUPPORTED_DOWN_BLOCKS:
             problems.append(f"down block {block!r}")
@@ -123,18 +127,49 @@ def timestep_embedding(timesteps, dim, flip_sin_to_cos=True, freq_shift=0):
     return ops.concatenate(parts, axis=-1)  # (B, dim)
 
 
+def guidance_scale_embedding(guidance, dim):
+    """Fourier features of the guidance strength w (B,) that a latent-consistency UNet reads beside
+    the timestep (Luo et al. 2023, sec. 4.2: the consistency function takes w as an input).
+
+    As diffusers' ``get_guidance_scale_embedding`` (after VDM's timestep embedding, Kingma et al.
+    2021): w * 1000, frequencies exp(-i * ln(10000) / (half - 1)), sin before cos, a zero column
+    when ``dim`` is odd. Diffusers' pipelines pass w = guidance_scale - 1: the paper's
+    eps_cond + w (eps_cond - eps_uncond) is the usual guidance formula at scale w + 1.
+    """
+    half = dim // 2
+    # float32 and in diffusers' order: the angles reach 7000 rad, where rounding shows (1e-4)
+    step = np.float32(math.log(10000.0)) / np.float32(half - 1)
+    frequencies = ops.exp(ops.arange(half, dtype="float32") * -step)  # (half,)
+    angles = (ops.cast(guidance, "float32") * 1000.0)[:, None] * frequencies[None, :]  # (B, half)
+    features = ops.concatenate([ops.sin(angles), ops.cos(angles)], axis=-1)  # (B, 2 * half)
+    if dim % 2:
+        features = ops.pad(features, [[0, 0], [0, 1]])  # (B, dim)
+    return features
+
+
 class TimestepEmbedding(keras.layers.Layer):
-    def __init__(self, dim, **kwargs):
+    """The timestep's MLP, from ``in_channels`` features to ``dim``. With ``condition_dim``, a
+    condition (the guidance embedding) is projected onto those features and added first, as
+    diffusers' ``cond_proj`` (a linear map without bias)."""
+
+    def __init__(self, dim, in_channels, condition_dim=None, **kwargs):
         super().__init__(**kwargs)
+        self.condition_dim = condition_dim
         self.linear_1 = L.dense(dim, dtype=self.dtype_policy)
+        self.cond_proj = None if condition_dim is None else L.dense(
+            in_channels, use_bias=False, dtype=self.dtype_policy)
         self.linear_2 = L.dense(dim, dtype=self.dtype_policy)
 
     def build(self, x_shape):
+        if self.cond_proj is not None:
+            self.cond_proj.build((None, self.condition_dim))
         self.linear_1.build(x_shape)
         self.linear_2.build(L.with_channels(x_shape, self.linear_1.units))
 
-    def call(self, x):
-        return self.linear_2(L.silu(self.linear_1(x)))
+    def call(self, x, condition=None):
+        if condition is not None:  # diffusers, too, skips cond_proj without one
+            x = x + self.cond_proj(condition)  # (B, C0)
+        return self.linear_2(L.silu(self.linear_1(x)))  # (B, 4 * C0)
 
 
 class Attention(keras.layers.Layer):
@@ -375,7 +410,9 @@ class MidBlock(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="sdlib")
 class UNet(ConfiguredModel):
-    """Predicts the noise in a latent: (latent (B, h, w, C), timestep (B,), context (B, 77, D))."""
+    """Predicts the noise in a latent: (latent (B, h, w, C), timestep (B,), context (B, 77, D)),
+    and with ``time_cond_proj_dim`` in the config optionally ``timestep_cond`` (B,
+    time_cond_proj_dim): the guidance embedding (``guidance_scale_embedding``)."""
 
     config_class = UNetConfig
 
@@ -387,7 +424,8 @@ class UNet(ConfiguredModel):
         time_dim = channels[0] * 4
         # === Layers ===
         self.conv_in = L.conv2d(channels[0], 3, dtype=dtype)
-        self.time_embedding = TimestepEmbedding(time_dim, dtype=dtype)
+        self.time_embedding = TimestepEmbedding(time_dim, channels[0], config.time_cond_proj_dim,
+                                                dtype=dtype)
         self.down_blocks = [
             DownBlock(channels[i], config.num_attention_heads[i],
                       config.down_block_types[i] == "CrossAttnDownBlock2D",
@@ -427,12 +465,18 @@ class UNet(ConfiguredModel):
         self.conv_norm_out.build(x_shape)
         self.conv_out.build(x_shape)
 
-    def call(self, latent, timesteps, context):
+    def call(self, latent, timesteps, context, timestep_cond=None):
         config = self.config
+        if timestep_cond is not None:
+            if config.time_cond_proj_dim is None:
+                raise ValueError("timestep_cond was given, but this UNet has no time_cond_proj_dim "
+                                 "(it does not embed a guidance scale): leave it None.")
+            timestep_cond = ops.cast(timestep_cond, self.compute_dtype)  # (B, time_cond_proj_dim)
         t_emb = timestep_embedding(
             timesteps, config.block_out_channels[0], config.flip_sin_to_cos, config.freq_shift
         )  # (B, C0)
-        t_emb = self.time_embedding(ops.cast(t_emb, self.compute_dtype))  # (B, 4 * C0)
+        t_emb = self.time_embedding(ops.cast(t_emb, self.compute_dtype),
+                                    timestep_cond)  # (B, 4 * C0)
         x = self.conv_in(latent)  # (B, h, w, C0)
         skips = [x]
         for block in self.down_blocks:

@@ -25,12 +25,14 @@ z once t is known, so each step is a row of coefficients computed in numpy, like
 
 Semantics match ``LCMScheduler.from_config(<the checkpoint's scheduler config>)`` with diffusers'
 defaults ``original_inference_steps=50`` and ``timestep_scaling=10.0``, as diffusers'
-``StableDiffusion*Pipeline`` runs it: classifier-free guidance as for any sampler, image-to-image
-the last ``int(num_steps * strength)`` steps of the ``num_steps`` schedule. The config's
-``timestep_spacing``, ``steps_offset`` and ``set_alpha_to_one`` do not apply (LCM has its own
-timesteps, and its last step never looks past them). ``clip_sample`` does: where a config file
-leaves it out, ``SchedulerConfig`` takes DDIM's default (True) and ``LCMScheduler`` its own
-(False); SD's files set it (False).
+``StableDiffusion*Pipeline`` runs it: classifier-free guidance as for any sampler (an LCM-LoRA),
+image-to-image the last ``int(num_steps * strength)`` steps of the ``num_steps`` schedule. An
+LCM-distilled UNet (``time_cond_proj_dim``) reads the guidance scale as an input instead and runs
+once per step, as in ``LatentConsistencyModelPipeline``; the pipeline's step does that, the
+sampler is the same. The config's ``timestep_spacing``, ``steps_offset`` and ``set_alpha_to_one``
+do not apply (LCM has its own timesteps, and its last step never looks past them).
+``clip_sample`` does: where a config file leaves it out, ``SchedulerConfig`` takes DDIM's default
+(True) and ``LCMScheduler`` its own (False); SD's files set it (False).
 """
 
 import numpy as np
