@@ -78,7 +78,7 @@ def lora_modules(component, layers):
 def train_lora(text_encoder, unet, latents, token_ids, empty_ids, scheduler_config, steps,
                rank=4, alpha=4.0, targets=UNET_TARGETS, text_targets=(), batch_size=32,
                learning_rate=1e-3, seed=0, ema_momentum=0.99, log_every=100, callbacks=(),
-               jit_compile=True, timestep_range=None):
+               jit_compile=True, timestep_range=None, loss_weights=None):
     """Learn a LoRA of the UNet (``targets``) and, with ``text_targets``, of the text encoder, on
     scaled latents and their captions; the models given stay unchanged. Returns
     ``{(component, layer name): LoraModule}``."""
@@ -92,6 +92,7 @@ def train_lora(text_encoder, unet, latents, token_ids, empty_ids, scheduler_conf
                     steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                     ema_momentum=ema_momentum, log_every=log_every, callbacks=callbacks,
                     jit_compile=jit_compile, train_text_encoder=None if text_targets else False,
-                    warmup_steps=min(100, steps // 5), timestep_range=timestep_range)
+                    warmup_steps=min(100, steps // 5), timestep_range=timestep_range,
+                    loss_weights=loss_weights)
     return {key: update for component, layers in modules.items()
             for key, update in lora_modules(component, layers).items()}
