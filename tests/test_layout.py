@@ -24,6 +24,7 @@ LAYERS = {
     "doctor": 5.5,  # checks the machine with the pipeline; the package exports it: sdlib.doctor()
     "sdlib": 6,  # the package itself: __init__ exports the pipeline
     "training": 7,
+    "batch": 7,  # many images, resumable, on Ray Data workers: the command line's `batch` uses it
     "mini": 8, "book": 8, "cli": 8,
     "__main__": 9,
 }

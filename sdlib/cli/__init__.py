@@ -4,9 +4,9 @@ and the function that runs it."""
 import argparse
 import sys
 
-from sdlib.cli import common, doctor, edit, generate, quiet
+from sdlib.cli import batch, common, doctor, edit, generate, quiet
 
-COMMANDS = (generate, edit, doctor)
+COMMANDS = (generate, edit, batch, doctor)
 
 
 def build_parser():
