@@ -23,10 +23,13 @@ from sdlib.batch.render import limit_threads, render
 INSTALL_HINT = 'pip install "sdlib[ray]"'
 LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 USAGE_STATS = "RAY_USAGE_STATS_ENABLED"
-# Ray Data's notes that the progress bars are off and when a run starts and ends: the command
-# line says all that itself.
+# Ray Data's notes that the progress bars are off and when a run starts and ends (the command
+# line says all that itself); in a notebook, that ipywidgets would draw Ray's own widgets; and, at
+# each start, that Ray's token authentication is on (as it should be: no advice in it).
 QUIET_LOGGERS = {"ray.data._internal.progress": logging.ERROR,
-                 "ray.data._internal.execution.streaming_executor": logging.WARNING}
+                 "ray.data._internal.execution.streaming_executor": logging.WARNING,
+                 "ray.widgets.util": logging.WARNING,
+                 "ray._private.authentication.authentication_token_setup": logging.ERROR}
 
 
 def ray_available():
@@ -85,8 +88,6 @@ def ray_results(ray, runs, model, workers, batch_shape):
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the command line draws its own
     context.print_on_execution_start = False
-    for name, level in QUIET_LOGGERS.items():
-        logging.getLogger(name).setLevel(level)
     resources = actor_resources(ray.cluster_resources(), workers)
     threads = resources.pop("threads")
     rows = [{"jobs": json.dumps([job.to_dict() for job in run])} for run in runs]
@@ -101,6 +102,8 @@ def ray_results(ray, runs, model, workers, batch_shape):
 
 def import_ray():
     """Ray Data, or a clear message when it is not installed."""
+    for name, level in QUIET_LOGGERS.items():  # set before Ray's modules log at import
+        logging.getLogger(name).setLevel(level)
     try:
         import ray
         import ray.data  # noqa: F401

@@ -1,9 +1,10 @@
-"""The results archive: JSON records that the benchmark scripts write and chapter 6 tabulates.
+"""The results archive: JSON records that the benchmark scripts write and the chapters tabulate.
 
 Each record carries its device, versions, date and command. They are package data (``RESULTS``,
 ~40 KB), so a chapter finds them wherever sdlib is installed: in a checkout, in CI's copy of the
 notebooks, in Colab. ``benchmarks/bench_modes.py`` writes ``modes-*.json``, ``bench_peers.py``
-``peers-*.json`` and ``speed_quality.py`` ``speed-quality-*.json``.
+``peers-*.json``, ``speed_quality.py`` ``speed-quality-*.json`` (chapter 6), and
+``throughput.py`` ``throughput-*.json`` (chapter 10).
 """
 
 import json
@@ -128,4 +129,22 @@ def format_adapter_table(record):
         cells = [row["adapter"], row["split"], str(row["count"]),
                  *(f"{100 * row[column]:.1f}" if column in row else "" for column in columns)]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# === Many images (benchmarks/throughput.py) ===
+def format_throughput_table(record):
+    """Markdown: each way of making many images, its warm images/s and the ratio to the plain
+    loop, its start-up seconds, images/s over the whole run where it differs (Ray), and how far
+    its images are from the loop's (uint8 levels)."""
+    lines = ["| way | images/s, warm | vs loop | start-up s | images/s, whole run |"
+             " max diff vs loop |",
+             "|---|---:|---:|---:|---:|---:|"]
+    loop_rate = record["rows"][0]["images_per_s"]
+    for row in record["rows"]:
+        whole_run = row.get("end_to_end_images_per_s")
+        lines.append(f"| {row['way']} | {row['images_per_s']:.2f} | "
+                     f"{row['images_per_s'] / loop_rate:.2f}x | {row['startup_s']:.1f} | "
+                     f"{'' if whole_run is None else f'{whole_run:.2f}'} | "
+                     f"{row['max_difference_vs_loop']} |")
     return "\n".join(lines)
