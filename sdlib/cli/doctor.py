@@ -15,9 +15,9 @@ def add_parser(commands):
         "disk, the mode 'auto' picks and why, the shipped models, a 2-step run that compiles "
         "once, one timed mini-shapes image and each chapter's time estimated from it, whether the "
         "real weights can be had (never required). About 30 s on two CPU cores.",
-        epilog="Exit status: 0 when no check fails; warnings are printed but do not fail "
-        "(something differs from how the book was run, the chapters should still work); 1 when a "
-        "check fails (a chapter will not run as the book shows).",
+        epilog="Exit status: 0 when every check is ok; 1 when one fails (a chapter will not run "
+        "as the book shows) or warns (something differs from how the book was run; the chapters "
+        "should still work).",
         formatter_class=common.HelpWithDefaults)
     parser.add_argument("--json", action="store_true",
                         help="print the report as JSON instead: every check (name, status, "

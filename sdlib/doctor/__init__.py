@@ -9,8 +9,8 @@ chapter's time estimated from it, and whether SD v1.5's real weights can be had 
 About 30 s on two CPU cores, most of it compiling mini-shapes.
 
 A fail means a chapter will not run as the book shows it; a warn, that something differs from how
-the book was run (a version, an optional download) while the chapters should still work. Only a
-fail makes the exit status 1.
+the book was run (a version) while the chapters should still work. The exit status is 0 only when
+every check is ok.
 """
 
 import contextlib
@@ -51,13 +51,15 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        """0 when no check failed (warnings included), else 1."""
-        return 1 if self.counts()["fail"] else 0
+        """0 only when every check is ok, else 1 (the verdict tells a fail from a warning)."""
+        counts = self.counts()
+        return 1 if counts["fail"] or counts["warn"] else 0
 
     def summary(self) -> str:
         counts = self.counts()
         verdict = ("not ready: fix each fail above, then run the doctor again" if counts["fail"]
-                   else "ready, with warnings (they do not fail the check)" if counts["warn"]
+                   else "ready, with warnings (the chapters should still run)"
+                   if counts["warn"]
                    else "ready")
         return (f"{counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail in "
                 f"{self.seconds:.1f} s: {verdict}")
