@@ -1,9 +1,10 @@
-"""``python -m sdlib``: the command line (``sdlib.cli``), told which words the mini models know."""
+"""``python -m sdlib``: the command line (``sdlib.cli``), told which words the mini models know and
+given the workshop's challenge, both from the miniature world (``sdlib.mini``)."""
 
 import sys
 
 from sdlib import cli
-from sdlib.mini import shapes
+from sdlib.mini import challenge, shapes
 from sdlib.presets import PRESETS
 
 MINI_VOCABULARY = (shapes.unknown_words, shapes.vocabulary_summary())
@@ -11,7 +12,7 @@ VOCABULARIES = {name: MINI_VOCABULARY for name in PRESETS if name.startswith("mi
 
 
 def main(argv=None):
-    return cli.main(argv, vocabularies=VOCABULARIES)
+    return cli.main(argv, vocabularies=VOCABULARIES, challenge=challenge)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ and the function that runs it."""
 import argparse
 import sys
 
-from sdlib.cli import batch, common, doctor, edit, generate, quiet
+from sdlib.cli import batch, challenge, common, doctor, edit, generate, quiet
 
-COMMANDS = (generate, edit, batch, doctor)
+COMMANDS = (generate, edit, batch, doctor, challenge)
 
 
 def build_parser():
@@ -22,16 +22,18 @@ def build_parser():
     return parser
 
 
-def main(argv=None, vocabularies=None):
+def main(argv=None, vocabularies=None, challenge=None):
     """Run one command; 0 when it worked, 2 (and the reason on stderr) when it could not, or the
-    command's own status (doctor: 1 when a check fails).
+    command's own status (doctor: 1 unless every check is ok).
 
     ``vocabularies``: {preset name: (unknown_words(prompt) -> words, what it knows)} for models
     that know few words; ``python -m sdlib`` passes the mini models' (the command line cannot
-    import ``sdlib.mini``, a sibling layer).
+    import ``sdlib.mini``, a sibling layer). ``challenge``: ``sdlib.mini.challenge``, the game
+    that ``python -m sdlib challenge`` plays, handed in the same way.
     """
     args = build_parser().parse_args(argv)
     args.vocabularies = vocabularies or {}
+    args.challenge = challenge
     try:
         with quiet.native_logs_hidden():
             status = args.run(args)
