@@ -32,7 +32,14 @@ QUIET_LOGGERS = {"ray.data._internal.progress": logging.ERROR,
                  "ray._private.authentication.authentication_token_setup": logging.ERROR}
 
 
+def quiet_ray_logs():
+    """Set ``QUIET_LOGGERS``' levels; before Ray's modules are imported, as some log then."""
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def ray_available():
+    quiet_ray_logs()
     try:
         import ray.data  # noqa: F401
     except ImportError:
@@ -102,8 +109,7 @@ def ray_results(ray, runs, model, workers, batch_shape):
 
 def import_ray():
     """Ray Data, or a clear message when it is not installed."""
-    for name, level in QUIET_LOGGERS.items():  # set before Ray's modules log at import
-        logging.getLogger(name).setLevel(level)
+    quiet_ray_logs()
     try:
         import ray
         import ray.data  # noqa: F401
