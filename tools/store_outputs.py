@@ -1,7 +1,7 @@
 """Store the outputs of the readers' book build in the committed notebooks.
 
     bash tools/build_book.sh            # executes every chapter into _build/jupyter_execute/
-    python tools/store_outputs.py       # copies those outputs into notebooks/*.ipynb
+    python tools/store_outputs.py       # copies those outputs into notebooks/**/*.ipynb
 
 Only outputs and execution counts are copied; a notebook whose cell sources differ from the executed
 copy (edited since the build) is left alone and named, so no edit is lost. myst-nb's stream merging
@@ -38,22 +38,26 @@ def collapse_merged_streams(outputs):
 def main():
     executed_root = ROOT / "_build" / "jupyter_execute" / "notebooks"
     skipped = []
-    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        executed = executed_root / path.name
+    notebooks = ROOT / "notebooks"
+    for path in sorted(notebooks.rglob("*.ipynb")):  # the chapters, and teaching/'s pages
+        if ".ipynb_checkpoints" in path.parts:
+            continue
+        name = path.relative_to(notebooks).as_posix()
+        executed = executed_root / name
         if not executed.exists():
-            skipped.append(f"{path.name}: not executed (run bash tools/build_book.sh first)")
+            skipped.append(f"{name}: not executed (run bash tools/build_book.sh first)")
             continue
         ours, theirs = json.loads(path.read_text()), json.loads(executed.read_text())
         sources = [("".join(c["source"]), c["cell_type"]) for c in ours["cells"]]
         if sources != [("".join(c["source"]), c["cell_type"]) for c in theirs["cells"]]:
-            skipped.append(f"{path.name}: edited since the build; rebuild, then store")
+            skipped.append(f"{name}: edited since the build; rebuild, then store")
             continue
         for cell, done in zip(ours["cells"], theirs["cells"], strict=True):
             if cell["cell_type"] == "code":
                 cell["outputs"] = collapse_merged_streams(done["outputs"])
                 cell["execution_count"] = done["execution_count"]
         path.write_text(json.dumps(ours, indent=1, ensure_ascii=False) + "\n")
-        print(f"stored outputs of {path.name}")
+        print(f"stored outputs of {name}")
     for line in skipped:
         print("skipped", line, file=sys.stderr)
     return 1 if skipped else 0
