@@ -86,6 +86,7 @@ def test_play_times_warm_calls_and_judges_the_last_pictures(judge):
     assert played.total == 8 and played.correct == sum(played.right) and len(played.right) == 8
     assert 0 < played.seconds < played.first_call_s  # the first call builds the pipeline too
     assert played.preset == "tiny" and played.entry == entry
+    assert played.images.shape == (8, 64, 64, 3) and "images" not in played.as_dict()
     line = played.line()
     assert line.startswith(f"challenge | ci | {played.correct}/8 correct | ")
     assert "ddim 2 steps, guidance 7.5, float32, no XLA | tiny on " in line

@@ -23,7 +23,7 @@ def add_parser(commands):
     parser.add_argument("--sampler", default="ddim", choices=SAMPLERS, help="the sampling method")
     parser.add_argument("--steps", type=int, default=50, help="denoising steps")
     parser.add_argument("--guidance", type=float, default=7.5,
-                        help="classifier-free guidance scale (1: no guidance, half the work)")
+                        help="classifier-free guidance scale (1 or below: the prompt alone)")
     parser.add_argument("--precision", default="float32", choices=list(DTYPES),
                         help="the Keras dtype policy")
     parser.add_argument("--no-jit", action="store_true",

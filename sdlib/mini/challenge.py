@@ -70,7 +70,8 @@ class Entry:
 @dataclasses.dataclass
 class Result:
     """How an entry did: ``correct`` of ``len(PROMPTS)`` pictures, the ranked ``seconds`` (warm,
-    the eight images in one call), ``first_call_s`` (build, compile, first call) and where."""
+    the eight images in one call), ``first_call_s`` (build, compile, first call), where, and
+    the judged ``images`` (not in reports)."""
 
     entry: Entry
     correct: int
@@ -82,6 +83,7 @@ class Result:
     machine: str
     sdlib_version: str
     date: str
+    images: object = dataclasses.field(default=None, repr=False, compare=False)  # (8, H, W, 3)
 
     def line(self):
         """One leaderboard line: name, correct pictures, seconds, the settings, the machine."""
@@ -90,12 +92,15 @@ class Result:
                 f"{self.machine}")
 
     def as_dict(self):
-        return {**dataclasses.asdict(self), "entry": dataclasses.asdict(self.entry)}
+        """Everything but the pictures (what --json prints)."""
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                if field.name != "images"}
+        return {**data, "entry": dataclasses.asdict(self.entry)}
 
     @classmethod
     def from_dict(cls, data):
         """A result back from ``as_dict`` (a collected ``--json`` report)."""
-        fields = {field.name for field in dataclasses.fields(cls)}
+        fields = {field.name for field in dataclasses.fields(cls)} - {"images"}
         missing = fields - set(data)
         if missing:
             raise ValueError(f"not a challenge report: it lacks {', '.join(sorted(missing))} "
@@ -130,7 +135,8 @@ def play(entry, preset=PRESET, judge=None, repeats=REPEATS, pipe=None):
     return Result(entry=entry, correct=sum(right), total=len(PROMPTS), seconds=min(times),
                   first_call_s=first_call_s, right=right, preset=pipe.name or preset,
                   machine=device.describe().description(), sdlib_version=__version__,
-                  date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+                  date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  images=images)
 
 
 def judged_right(judge, images):
