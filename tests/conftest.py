@@ -10,14 +10,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-# Parity tests append "component: max abs error" lines here; they are printed after the run.
+# Parity tests append "component: max abs error" lines here; each test's lines travel on its
+# report (so that pytest-xdist's workers hand them to the main process) and are printed after
+# the run.
 PARITY_LINES = []
+_MEASURED = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.when == "teardown" and PARITY_LINES:
+        report.user_properties.extend(("parity", line) for line in PARITY_LINES)
+        del PARITY_LINES[:]
+
+
+def pytest_runtest_logreport(report):
+    _MEASURED.extend(line for key, line in report.user_properties if key == "parity")
 
 
 def pytest_terminal_summary(terminalreporter):
-    if PARITY_LINES:
+    if _MEASURED:
         terminalreporter.section("parity with diffusers: measured errors")
-        for line in PARITY_LINES:
+        for line in _MEASURED:
             terminalreporter.write_line(line)
 
 

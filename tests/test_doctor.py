@@ -24,8 +24,9 @@ from sdlib.mini import judge
 from sdlib.pipeline import StableDiffusion
 
 ROOT = Path(__file__).resolve().parents[1]
-BOOK_TOOLS = {"jupyter-book", "ipykernel", "pytest", "nbmake", "ruff",  # build and test only
-              "ray"}  # `sdlib batch --workers` and its tests; no chapter needs it
+BOOK_TOOLS = {"jupyter-book", "ipykernel", "pytest", "pytest-xdist", "nbmake",
+              "ruff",  # build and test only
+              "ray"}  # `sdlib batch --workers`, its tests, chapter 10 where installed
 CPU = device.DeviceInfo(backend="tensorflow", kind="cpu", name="Test CPU", memory_gb=None,
                         cpu_model="Test CPU", cpu_cores=2, cpu_bf16=True)
 

@@ -34,7 +34,8 @@ if [ "$mode" = "--ci" ]; then
   cp -r _config.yml _toc.yml book notebooks "$src"/
   start=$(date +%s)
   # nbmake executes each notebook; --overwrite keeps the executed copy, which the book renders.
-  (cd "$src" && python -m pytest --nbmake --overwrite --nbmake-timeout=600 -q notebooks/)
+  # Two notebooks at a time (pytest-xdist): most cells leave a core idle.
+  (cd "$src" && python -m pytest --nbmake --overwrite --nbmake-timeout=600 -q -n 2 notebooks/)
   echo "notebooks executed in $(( $(date +%s) - start )) s"
   sed -i 's/execute_notebooks: force/execute_notebooks: "off"/' "$src/_config.yml"
   start=$(date +%s)
