@@ -77,7 +77,7 @@ def test_the_cheat_sheet_s_commands_parse():
     lines = [line for block in code_blocks(CHEAT_SHEET, "bash") for line in block.splitlines()
              if line.startswith("python -m sdlib ")]
     assert {shlex.split(line)[3] for line in lines} >= {"generate", "img2img", "inpaint",
-                                                        "batch", "doctor"}
+                                                        "batch", "doctor", "challenge"}
     for line in lines:
         words = shlex.split(line, comments=True)
         words = words[:words.index(">")] if ">" in words else words
