@@ -17,6 +17,7 @@ import numpy as np
 
 from sdlib.mini import shapes
 from sdlib.training.autoencoder import encode_latents
+from sdlib.training.consistency import distill_lcm_lora
 from sdlib.training.lora import TEXT_TARGETS, copy_model, train_lora
 from sdlib.training.textual_inversion import train_textual_inversion
 
@@ -139,8 +140,6 @@ def train_lcm_lora(components, num_images=4000, steps=600, batch_size=32, rank=1
     pictures of the pairs it was trained on with their varied captions. Returns the updates for
     ``save_lora_file``; ``pipe.load_lora_weights(file)`` and ``sampler="lcm"`` at guidance 1
     then draw in 2-8 steps."""
-    from sdlib.training.consistency import distill_lcm_lora
-
     start = time.time()
     rng = np.random.default_rng(seed)
     images, captions = held_out_examples(num_images, rng, held_out_share=0.0)
