@@ -23,9 +23,11 @@ import datetime
 import json
 import time
 
+import numpy as np
+
 from sdlib import __version__, device, validation
 from sdlib.mini import shapes
-from sdlib.mini.judge import ShapesJudge
+from sdlib.mini.judge import ShapesJudge, attribute_hits
 from sdlib.pipeline import StableDiffusion
 from sdlib.sampling.samplers import SAMPLERS
 
@@ -141,10 +143,8 @@ def play(entry, preset=PRESET, judge=None, repeats=REPEATS, pipe=None):
 
 def judged_right(judge, images):
     """Per prompt: does the judge read every attribute the prompt names in its picture?"""
-    wanted = shapes.labels_of([shapes.parse_caption(prompt) for prompt in PROMPTS])
-    predicted = judge.predict(images)
-    return [all(bool(predicted[attribute][i] == wanted[attribute][i])
-                for attribute in shapes.ATTRIBUTES) for i in range(len(PROMPTS))]
+    hits = attribute_hits(judge, images, list(PROMPTS))
+    return [bool(right) for right in np.logical_and.reduce(list(hits.values()))]
 
 
 def ranked(results):

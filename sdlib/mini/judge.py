@@ -235,16 +235,22 @@ class ShapesJudge:
 # === Scoring ===
 
 
+def attribute_hits(judge: ShapesJudge, images: np.ndarray,
+                   prompts: list[str]) -> dict[str, np.ndarray]:
+    """Per attribute, (N,) bools: does the judge read in image i what prompt i names?"""
+    if len(images) != len(prompts):
+        raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+    wanted = shapes.labels_of([shapes.parse_caption(p) for p in prompts])
+    predicted = judge.predict(images)
+    return {attr: predicted[attr] == wanted[attr] for attr in shapes.ATTRIBUTES}
+
+
 def adherence(judge: ShapesJudge, images: np.ndarray, prompts: list[str]) -> dict[str, float]:
     """Fraction of images whose attributes match their prompts, per attribute.
 
     "all3" needs color, shape and position right together; "all" needs all five.
     """
-    if len(images) != len(prompts):
-        raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-    wanted = shapes.labels_of([shapes.parse_caption(p) for p in prompts])
-    predicted = judge.predict(images)
-    correct = {attr: predicted[attr] == wanted[attr] for attr in shapes.ATTRIBUTES}  # (N,) bools
+    correct = attribute_hits(judge, images, prompts)  # (N,) bools per attribute
     scores = {attr: float(hits.mean()) for attr, hits in correct.items()}
     scores["all3"] = float((correct["color"] & correct["shape"] & correct["position"]).mean())
     scores["all"] = float(np.logical_and.reduce(list(correct.values())).mean())
