@@ -30,6 +30,7 @@ from sdlib.adapters import AdapterMethods
 from sdlib.backend import CompiledFunction, to_numpy
 from sdlib.loading.build import Components, random_components
 from sdlib.models.unet import guidance_scale_embedding
+from sdlib.progress import StepProgress
 from sdlib.sampling.samplers import SAMPLERS, make_sampler
 
 
@@ -350,7 +351,7 @@ class StableDiffusion(AdapterMethods):
             step_fn = self._step_fns[plan.family]
             previous_x0 = self._shard(ops.zeros_like(latents))
             no_noise = self._shard(ops.zeros_like(latents))
-            progress = keras.utils.Progbar(num_steps) if verbose else None
+            progress = StepProgress(num_steps) if verbose else None
             for index, timestep in enumerate(plan.timesteps):
                 noise = (no_noise if noises is None
                          else self._shard(ops.convert_to_tensor(noises[index])))

@@ -2,6 +2,7 @@
 teacher's guided DDIM step and the consistency target written out by hand, and a short run that
 returns the LoRA and leaves the models it was given as they were."""
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -12,6 +13,7 @@ from sdlib.sampling.schedule import add_noise
 from sdlib.training.consistency import (
     ConsistencyDistiller,
     ConsistencyPairs,
+    EmaTarget,
     distill_lcm_lora,
     x0_and_eps,
 )
@@ -113,3 +115,34 @@ def test_a_short_distillation_returns_the_lora_and_leaves_the_models_alone(pipe)
     for old, new in zip(before, pipe.unet.get_weights(), strict=True):
         np.testing.assert_array_equal(old, new)
     assert flags == [v.trainable for v in [*pipe.unet.variables, *pipe.text_encoder.variables]]
+
+
+def test_the_ema_target_moves_toward_the_student_by_one_minus_decay():
+    student, target = keras.layers.Dense(3), keras.layers.Dense(3)
+    for layer in (student, target):
+        layer.build((None, 4))
+        layer.enable_lora(2)
+    rng = np.random.default_rng(0)
+    values = {name: rng.standard_normal((2, *layer_shape)).astype(np.float32)
+              for name, layer_shape in (("a", (4, 2)), ("b", (2, 3)))}
+    student.lora_kernel_a.assign(values["a"][0])
+    student.lora_kernel_b.assign(values["b"][0])
+    target.lora_kernel_a.assign(values["a"][1])
+    target.lora_kernel_b.assign(values["b"][1])
+    EmaTarget([("s", student)], [("t", target)], decay=0.9).on_train_batch_end(0)
+    for name, variable in (("a", target.lora_kernel_a), ("b", target.lora_kernel_b)):
+        np.testing.assert_allclose(ops.convert_to_numpy(variable),
+                                   0.9 * values[name][1] + 0.1 * values[name][0], rtol=1e-6)
+
+
+def test_a_distillation_with_an_ema_target(pipe):
+    latents = np.random.default_rng(0).standard_normal((8, *pipe.latent_shape), np.float32)
+    args = (pipe.text_encoder, pipe.unet, latents, pipe.tokenizer(["a red circle"] * 8),
+            pipe.tokenizer([""])[0], pipe.components.scheduler_config)
+    if keras.backend.backend() == "jax":
+        with pytest.raises(ValueError, match="TensorFlow or torch backend"):
+            distill_lcm_lora(*args, steps=2, ema_decay=0.95)
+        return
+    modules = distill_lcm_lora(*args, steps=2, rank=2, batch_size=2, ema_decay=0.5,
+                               jit_compile=False, log_every=10)
+    assert any(np.abs(m.up).max() > 0 for m in modules.values())

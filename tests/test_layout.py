@@ -15,7 +15,8 @@ SDLIB = Path(__file__).resolve().parents[1] / "sdlib"
 # Each group's layer, lowest first. A module may import its own group and lower layers; groups that
 # share a layer stay independent of each other.
 LAYERS = {
-    "core": 0,  # errors, config, validation, backend, tokenizer, device, editing, native_logs
+    "core": 0,  # errors, config, validation, backend, tokenizer, device, editing, native_logs,
+    # progress
     "models": 1, "sampling": 1,
     "presets": 2,
     "loading": 3,
@@ -28,8 +29,9 @@ LAYERS = {
     "mini": 8, "book": 8, "cli": 8,
     "__main__": 9,
 }
+# distribution: batch rows over keras.distribution devices
 CORE = {"errors", "config", "validation", "backend", "tokenizer", "device", "editing",
-        "native_logs", "distribution"}  # distribution: batch rows over keras.distribution devices
+        "native_logs", "distribution", "progress"}
 
 
 def module_name(path):

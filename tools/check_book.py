@@ -1,6 +1,7 @@
 """Open the built book in headless Chromium and check what a reader would see.
 
-    python tools/check_book.py _build/html [--toc _toc.yml] [--screenshot outputs/book.png] [--text]
+    python tools/check_book.py _build/html [--toc _toc.yml] [--screenshot outputs/book.png]
+                               [--screenshots outputs/pages/]
 
 Every page that the table of contents lists (``book_pages``: the chapters, the prose pages, the
 Teaching part) must be there, render (Chromium returns its DOM) and link only to files that exist.
@@ -33,6 +34,7 @@ MATH_PAGES = {"intro", "02_latent_diffusion", "03_conditioning"}
 # Text that only the archived tables put on a page: the peer table's column header.
 ARCHIVE_PAGES = {"06_putting_it_together": "vs best peer"}
 SCREENSHOT_PAGE = "notebooks/01_quickstart"
+BOOK_WIDTH, SCREENSHOT_HEIGHT = 1280, 16000  # the book theme's desktop width; long pages, whole
 
 
 CODE_WIDTH = 88  # ruff's line length for notebooks: what fits the page's code boxes
@@ -136,7 +138,7 @@ def render(chromium, page, extra=()):
     return result.stdout
 
 
-def check_page(chromium, html_dir, source, strict_text=False):
+def check_page(chromium, html_dir, source):
     """The problems of one page, the one made from ``source`` (a _toc.yml file entry)."""
     page = html_dir / f"{source}.html"
     dom = render(chromium, page, ["--dump-dom"])
@@ -150,8 +152,7 @@ def check_page(chromium, html_dir, source, strict_text=False):
     header = ARCHIVE_PAGES.get(name)
     if header and not re.search(rf"<th[^>]*>(\s|<[^>]+>)*{header}", dom):
         problems.append(f"{name}: no archived benchmark table (a <th>{header}</th>)")
-    if strict_text:
-        problems += text_problems(name, page_html)
+    problems += text_problems(name, page_html)
     broken = broken_links(page, page_html)
     if broken:
         problems.append(f"{name}: broken links {broken[:3]}")
@@ -179,9 +180,9 @@ def main():
                         help="the table of contents whose pages are checked (default: the "
                         "repository's)")
     parser.add_argument("--screenshot", default=None)
-    parser.add_argument("--text", action="store_true",
-                        help="also check code and output boxes (text_problems); not yet the "
-                        "default: chapters 1-6 still print lines wider than the page")
+    parser.add_argument("--screenshots", default=None,
+                        help="a folder: a screenshot of every page at the book's width, to "
+                        "look at")
     args = parser.parse_args()
     html_dir = Path(args.html_dir).resolve()
     chromium = find_chromium()
@@ -191,13 +192,21 @@ def main():
         if not (html_dir / f"{source}.html").exists():
             problems.append(f"missing page {source}.html")
             continue
-        problems += check_page(chromium, html_dir, source, strict_text=args.text)
+        problems += check_page(chromium, html_dir, source)
     if args.screenshot:
         target = Path(args.screenshot).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
         render(chromium, html_dir / f"{SCREENSHOT_PAGE}.html",
                [f"--screenshot={target}", "--window-size=1280,2000"])
         print(f"screenshot: {target}")
+    if args.screenshots:
+        folder = Path(args.screenshots).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        for source in sources:
+            render(chromium, html_dir / f"{source}.html",
+                   [f"--screenshot={folder / Path(source).name}.png",
+                    f"--window-size={BOOK_WIDTH},{SCREENSHOT_HEIGHT}"])
+        print(f"screenshots of {len(sources)} pages: {folder}")
     if problems:
         print("book check FAILED:\n  " + "\n  ".join(problems))
         sys.exit(1)

@@ -36,6 +36,8 @@ def main():
     parser.add_argument("--guidance", type=float, nargs=2, default=(7.5, 7.5),
                         metavar=("LOW", "HIGH"),
                         help="the teacher's guidance, drawn in [LOW, HIGH]")
+    parser.add_argument("--ema-decay", type=float, default=None,
+                        help="an EMA target network with this decay (default: none, the student)")
     args = parser.parse_args()
 
     start = time.time()
@@ -43,6 +45,7 @@ def main():
     modules = train_lcm_lora(pipe.components, num_images=args.num_images, steps=args.steps,
                              batch_size=args.batch_size, rank=args.rank,
                              learning_rate=args.learning_rate, guidance=tuple(args.guidance),
+                             ema_decay=args.ema_decay,
                              seed=args.seed, log=functools.partial(print, flush=True))
     save_lora_file(modules, args.out, metadata={
         "sdlib_base_model": "mini-shapes",

@@ -53,9 +53,10 @@ def mode_label(row):
 
 
 def format_peers_table(rows, peaks, flops):
-    """Markdown: per component, each row's warm median, cold start, ratio to the best peer row."""
-    lines = ["| component | library | mode | warm median s | first call s | cold s | vs best peer |"
-             " GFLOP/s | % of peak | peak RSS MiB |",
+    """Markdown: per component, each row's warm median, first call, cold start (import + build +
+    first call), ratio to the best peer row, GFLOP/s, share of the device's peak, peak RSS."""
+    lines = ["| component | library | mode | warm s | first s | cold s | vs best peer | GFLOP/s |"
+             " % peak | RSS MiB |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     peak32 = max((p.get("float32", 0) for p in peaks.values()), default=0)  # xla_* rows: not peaks
     peak16 = max((p.get("bfloat16", 0) for p in peaks.values()), default=0)

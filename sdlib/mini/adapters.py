@@ -134,8 +134,8 @@ def measure_new_word(pipe, judge, num_prompts, concept=CONCEPT, token=TOKEN, see
 
 # === Fewer steps: an LCM-LoRA ===
 def train_lcm_lora(components, num_images=4000, steps=600, batch_size=32, rank=16,
-                   learning_rate=1e-3, guidance=(7.5, 7.5), seed=0, jit_compile=True, log=print,
-                   log_every=100):
+                   learning_rate=1e-3, guidance=(7.5, 7.5), ema_decay=None, seed=0,
+                   jit_compile=True, log=print, log_every=100):
     """An LCM-LoRA of mini-shapes' UNet by latent consistency distillation from itself, on
     pictures of the pairs it was trained on with their varied captions. Returns the updates for
     ``save_lora_file``; ``pipe.load_lora_weights(file)`` and ``sampler="lcm"`` at guidance 1
@@ -151,8 +151,8 @@ def train_lcm_lora(components, num_images=4000, steps=600, batch_size=32, rank=1
                                tokenizer(captions), tokenizer([""])[0],
                                components.scheduler_config, steps=steps, rank=rank,
                                guidance=guidance, batch_size=batch_size,
-                               learning_rate=learning_rate, seed=seed, log_every=log_every,
-                               jit_compile=jit_compile)
+                               learning_rate=learning_rate, ema_decay=ema_decay, seed=seed,
+                               log_every=log_every, jit_compile=jit_compile)
     log(f"LCM-LoRA distilled in {time.time() - stage:.0f} s ({steps} steps of {batch_size}, "
         f"rank {rank}, {len(modules)} layers)")
     return modules

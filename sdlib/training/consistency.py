@@ -10,10 +10,12 @@ student's consistency function at the start must equal its own, gradient-stopped
     x_n      = DDIM(x_{n+k}, teacher's guided prediction)      (the solver)
     loss     = pseudo-Huber(f_student(x_{n+k}, t_{n+k}) - stopgrad f_student(x_n, t_n))
 
-As diffusers' ``train_lcm_distill_lora_sd_wds.py``: no EMA target for a LoRA (the target is the
-student itself, without gradient), the pseudo-Huber loss with c = 0.001, and the guidance scale
-baked in (an LCM-LoRA samples at guidance 1, without the unconditional pass's guidance). Everything
-is ``model.fit`` with the loss in ``call``, so it runs on any Keras backend.
+As diffusers' ``train_lcm_distill_lora_sd_wds.py`` by default: no EMA target for a LoRA (the
+target is the student itself, without gradient), the pseudo-Huber loss with c = 0.001, and the
+guidance scale baked in. ``ema_decay`` gives the target its own copy of the LoRA, an exponential
+moving average of the student's (theta^- <- mu theta^- + (1 - mu) theta, the LCM paper's target
+network, mu = 0.95 there). An LCM-LoRA samples at guidance 1, without the unconditional pass.
+Everything is ``model.fit`` with the loss in ``call``, so it runs on any Keras backend.
 """
 
 import keras
@@ -40,9 +42,10 @@ def x0_and_eps(prediction_type, x, output, alpha_bar):
 class ConsistencyDistiller(keras.Model):
     """Returns f_student(x_{n+k}) - stopgrad f_student(x_n): the loss is its pseudo-Huber norm."""
 
-    def __init__(self, text_encoder, teacher, student, prediction_type, **kwargs):
+    def __init__(self, text_encoder, teacher, student, prediction_type, target=None, **kwargs):
         super().__init__(**kwargs)
         self.text_encoder, self.teacher, self.student = text_encoder, teacher, student
+        self.target = target or student  # the EMA copy, or the student itself
         self.prediction_type = prediction_type
 
     def consistency(self, unet, x, timesteps, context, alpha_bar, c_skip, c_out):
@@ -62,10 +65,27 @@ class ConsistencyDistiller(keras.Model):
         x0, eps = x0_and_eps(self.prediction_type, x, guided, a_start)
         x_end = ops.stop_gradient(ops.sqrt(a_end) * x0 + ops.sqrt(1.0 - a_end) * eps)
         target = ops.stop_gradient(self.consistency(
-            self.student, x_end, end, context, a_end, inputs["c_skip_end"], inputs["c_out_end"]))
+            self.target, x_end, end, context, a_end, inputs["c_skip_end"], inputs["c_out_end"]))
         prediction = self.consistency(self.student, x, start, context, a_start,
                                       inputs["c_skip_start"], inputs["c_out_start"])
         return prediction - target
+
+
+class EmaTarget(keras.callbacks.Callback):
+    """After each step, the target's LoRA weights move toward the student's:
+    theta^- <- decay * theta^- + (1 - decay) * theta."""
+
+    def __init__(self, student_layers, target_layers, decay):
+        super().__init__()
+        self.pairs = [(t_var, s_var) for (_, s), (_, t) in zip(student_layers, target_layers,
+                                                                  strict=True)
+                      for s_var, t_var in ((s.lora_kernel_a, t.lora_kernel_a),
+                                           (s.lora_kernel_b, t.lora_kernel_b))]
+        self.decay = decay
+
+    def on_train_batch_end(self, batch, logs=None):
+        for target, student in self.pairs:
+            target.assign(self.decay * target + (1.0 - self.decay) * student)
 
 
 def pseudo_huber(y_true, difference):
@@ -116,19 +136,37 @@ class ConsistencyPairs(keras.utils.PyDataset):
 def distill_lcm_lora(text_encoder, unet, latents, token_ids, empty_ids, scheduler_config, steps,
                      rank=16, alpha=None, targets=UNET_TARGETS, guidance=(7.5, 7.5),
                      batch_size=32, learning_rate=1e-3, original_inference_steps=50, seed=0,
-                     log_every=100, callbacks=(), jit_compile=True):
+                     ema_decay=None, log_every=100, callbacks=(), jit_compile=True):
     """An LCM-LoRA of ``unet`` distilled from itself with guidance in ``guidance`` (low, high);
     the models given stay unchanged. Returns ``{("unet", layer name): LoraModule}`` for
     ``save_lora_file``; load it with ``load_lora_weights`` and sample with ``sampler="lcm"`` at
-    guidance 1."""
+    guidance 1. ``ema_decay``: the target network's EMA decay (None: the student is its own
+    target)."""
+    if ema_decay is not None and keras.backend.backend() == "jax":
+        raise ValueError("ema_decay needs the TensorFlow or torch backend: on JAX, fit keeps the "
+                         "variables in its own state during an epoch, so the EMA update after "
+                         "each step never reaches the target. Use KERAS_BACKEND=tensorflow, or "
+                         "ema_decay=None.")
     keras.utils.set_random_seed(seed)
-    student = copy_model(unet, text_encoder.config.max_position_embeddings)
+    context_length = text_encoder.config.max_position_embeddings
+    student = copy_model(unet, context_length)
     layers = enable_lora(student, rank, float(alpha or rank), targets)
+    target, ema = None, []
+    if ema_decay is not None:
+        target = copy_model(unet, context_length)
+        target_layers = enable_lora(target, rank, float(alpha or rank), targets)
+        for (_, s), (_, t) in zip(layers, target_layers, strict=True):
+            # copies (numpy): on JAX two variables must not hold one buffer
+            t.lora_kernel_a.assign(ops.convert_to_numpy(s.lora_kernel_a))
+            t.lora_kernel_b.assign(ops.convert_to_numpy(s.lora_kernel_b))
+        for variable in target.variables:
+            variable.trainable = False
+        ema = [EmaTarget(layers, target_layers, ema_decay)]
     sampler = LCMSampler(scheduler_config, original_inference_steps)
     data = ConsistencyPairs(latents, token_ids, empty_ids, sampler, batch_size, steps, seed,
                             guidance)
     distiller = ConsistencyDistiller(text_encoder, unet, student,
-                                     scheduler_config.prediction_type)
+                                     scheduler_config.prediction_type, target=target)
     optimizer = keras.optimizers.AdamW(cosine_schedule(learning_rate, steps, min(100, steps // 5)),
                                        weight_decay=1e-2, global_clipnorm=1.0)
     distiller.compile(optimizer=optimizer, loss=pseudo_huber, jit_compile=jit_compile)
@@ -138,7 +176,7 @@ def distill_lcm_lora(text_encoder, unet, latents, token_ids, empty_ids, schedule
         variable.trainable = False
     try:
         distiller.fit(data, epochs=1, verbose=0,
-                      callbacks=[PrintEvery(log_every, "lcm"), *callbacks])
+                      callbacks=[PrintEvery(log_every, "lcm"), *ema, *callbacks])
     finally:
         for variable, trainable in frozen:
             variable.trainable = trainable
