@@ -8,7 +8,9 @@ decode. One compiled denoising step runs the UNet once on the batch [uncondition
 (classifier-free guidance, Ho & Salimans 2022) and applies the sampler update; its inputs are all
 tensors, so a new prompt, seed, guidance scale, step count or start step reuses it. A sampler that
 injects noise between steps (LCM) gets it as one more input, drawn in numpy from the run's seed
-after the initial latent; the others get zeros.
+after the initial latent; the others get zeros. LCM's step, at guidance <= 1 (an LCM-LoRA's
+recipe), runs the UNet on the conditional half alone, as diffusers does: a branch of the same
+program (``ops.cond``), so it costs half as much and the scale still retraces nothing.
 
 A UNet with ``time_cond_proj_dim`` (LCM-distilled: guidance was distilled into it) runs no such
 batch: the step embeds the guidance scale (w = guidance_scale - 1) and runs the UNet once on the
@@ -105,10 +107,13 @@ class StableDiffusion(AdapterMethods):
         self._step_fns, self._loop_fns, self._noise_rows = {}, {}, {}
         for sampler in self._samplers.values():
             if sampler.family not in self._step_fns:
+                # LCM samples at guidance 1 (an LCM-LoRA's recipe): its step skips the
+                # unconditional half there; the other samplers' steps stay one UNet pass.
+                skip = sampler.family == "lcm"
                 self._step_fns[sampler.family] = CompiledFunction(
-                    self._make_step_graph(sampler.update), [self.unet], self.jit_compile)
+                    self._make_step_graph(sampler.update, skip), [self.unet], self.jit_compile)
                 self._loop_fns[sampler.family] = CompiledFunction(
-                    self._make_loop_graph(sampler.update), [self.unet], self.jit_compile)
+                    self._make_loop_graph(sampler.update, skip), [self.unet], self.jit_compile)
                 # The compiled loop reads the injected noises as one stack, padded to the most
                 # steps the sampler runs; a deterministic sampler's is one row of zeros.
                 self._noise_rows[sampler.family] = (sampler.max_steps if sampler.injects_noise
@@ -183,7 +188,7 @@ class StableDiffusion(AdapterMethods):
     def _encode_graph(self, token_ids):
         return ops.cast(self.text_encoder(token_ids), "float32")  # (B, 77, D)
 
-    def _make_step_graph(self, update):
+    def _make_step_graph(self, update, skip_unconditional=False):
         def step(latents, previous_x0, context, timestep, coefficients, noise, guidance_scale,
                  edit):
             """One guided denoising step. ``context`` is [unconditional; conditional], (2B, 77, D)
@@ -191,32 +196,42 @@ class StableDiffusion(AdapterMethods):
             ``coefficients[0]`` scales the model input, the last two are the kept region's noise
             level after the step, the rest belong to the sampler's update. ``noise`` (B, h, w, C)
             is what the step injects (LCM; zeros otherwise). ``edit`` is ``Edit``: zeros and ones
-            for text-to-image, so one compiled step serves every task."""
+            for text-to-image, so one compiled step serves every task. With
+            ``skip_unconditional``, a guidance scale <= 1 runs the UNet on the conditional half
+            alone (diffusers' ``do_classifier_free_guidance`` off): a conditional branch in the
+            same program, so the scale stays an input and nothing retraces."""
             batch = ops.shape(latents)[0]
             scaled = latents * coefficients[0]
             # A 9-channel inpainting UNet also reads the mask and the masked image's latents.
             model_input = ops.concatenate([scaled, edit.conditioning], axis=-1)  # (B, h, w, C_in)
             compute_dtype = self.unet.compute_dtype
 
-            def predict(inputs, timestep_cond=None):
+            def predict(inputs, encoding, timestep_cond=None):
                 timesteps = ops.full((ops.shape(inputs)[0],), timestep, dtype="float32")
                 output = self.unet(ops.cast(inputs, compute_dtype), timesteps,
-                                   ops.cast(context, compute_dtype), timestep_cond=timestep_cond)
+                                   ops.cast(encoding, compute_dtype), timestep_cond=timestep_cond)
                 return ops.cast(output, "float32")  # sampler math stays float32
 
             if self.embeds_guidance:
                 # Guidance distilled into the UNet (Luo et al. 2023, sec. 4.2): the scale is an
                 # input, w = guidance_scale - 1 as in diffusers, and one pass replaces two.
                 w = ops.full((batch,), guidance_scale - 1.0, dtype="float32")  # (B,)
-                guided = predict(model_input, guidance_scale_embedding(
+                guided = predict(model_input, context, guidance_scale_embedding(
                     w, self.unet.config.time_cond_proj_dim))  # (B, h, w, C)
             else:
-                noise_pred = predict(ops.concatenate([model_input, model_input],
-                                                     axis=0))  # (2B, h, w, C)
-                uncond, cond = noise_pred[:batch], noise_pred[batch:]
-                # diffusers skips guidance when guidance_scale <= 1: the conditional prediction.
-                guided = uncond + guidance_scale * (cond - uncond)
-                guided = ops.where(guidance_scale > 1.0, guided, cond)
+                def classifier_free():
+                    noise_pred = predict(ops.concatenate([model_input, model_input],
+                                                         axis=0), context)  # (2B, h, w, C)
+                    uncond, cond = noise_pred[:batch], noise_pred[batch:]
+                    # diffusers skips guidance when guidance_scale <= 1: the conditional one.
+                    guided = uncond + guidance_scale * (cond - uncond)
+                    return ops.where(guidance_scale > 1.0, guided, cond)
+
+                if skip_unconditional:  # the conditional half of the context: rows B..2B
+                    guided = ops.cond(guidance_scale > 1.0, classifier_free,
+                                      lambda: predict(model_input, context[batch:]))
+                else:
+                    guided = classifier_free()
             x_next, x0 = update(guided, latents, previous_x0, coefficients, noise)
             # Inpainting with a text-to-image UNet: where the mask keeps the image, the latent goes
             # back to the image noised to the next step's level (the clean image after the last).
@@ -225,8 +240,8 @@ class StableDiffusion(AdapterMethods):
 
         return step
 
-    def _make_loop_graph(self, update):
-        step = self._make_step_graph(update)
+    def _make_loop_graph(self, update, skip_unconditional=False):
+        step = self._make_step_graph(update, skip_unconditional)
 
         def loop(latents, context, timesteps, coefficients, noises, num_steps, guidance_scale,
                  edit):
