@@ -86,6 +86,8 @@ MINI_SHAPES_INPAINT_WEIGHTS = ASSETS / "mini_shapes_inpaint.safetensors"  # UNet
 # Adapters shipped with sdlib, which load_lora_weights also takes by name.
 SHIPPED_LORAS = {
     "mini-shapes-held-out": ASSETS / "mini_shapes_held_out_lora.safetensors",  # for mini-shapes
+    # an LCM-LoRA of mini-shapes (tools/train_mini_lcm.py): sampler="lcm", guidance 1, 1-8 steps
+    "mini-shapes-lcm": ASSETS / "mini_shapes_lcm_lora.safetensors",
 }
 SHIPPED_EMBEDDINGS = {  # textual inversion, for mini-shapes (tools/train_mini_textual_inversion.py)
     "<my-favourite>": ASSETS / "my_favourite_embedding.safetensors",

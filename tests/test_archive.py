@@ -6,6 +6,7 @@ import json
 import pytest
 
 from sdlib.book import archive
+from sdlib.book.display import table_html
 
 FLOPS = {"text@None": 26.6, "unet@32": 360.2, "unet@64": 1606.5, "vae@32": 622.2, "vae@64": 2514.5}
 
@@ -87,6 +88,8 @@ def test_editing_records_format_one_table_per_task():
     assert text.index("**recolor**") < text.index("**add**") < text.index("**replace**")
     assert "| blend | seen | 3 | 100.0 | 66.7 | 100.0 | 100.0 | 100.0 | 66.7 | 3.21 |" in text
     assert "| image-to-image | held-out | 2 | 50.0 | 100.0 | 100.0 | 50.0 | 12.00 |" in text
+    assert "| all | unmasked \\|delta\\| |" in text  # escaped: one header cell, not three
+    assert "<th" in table_html(text.split("**add**\n\n")[1].split("\n\n")[0])
 
 
 def test_adapter_records_format_one_row_per_adapter_and_split():

@@ -46,3 +46,8 @@ def test_long_lines_are_wrapped_at_spaces_with_an_indent():
     assert all(len(x) <= 88 for x in lines) and all(x.startswith("    ") for x in lines[2:])
     assert " ".join(x.strip() for x in lines[1:]) == line  # nothing lost
     assert fit_text("x" * 100) == "x" * 100  # one unbreakable word stays whole
+
+
+def test_an_escaped_pipe_stays_inside_its_cell():
+    page = table_html("| all | unmasked \\|delta\\| |\n|---:|---:|\n| 1.0 | 3.21 |")
+    assert page.count("<th ") == 2 and "unmasked |delta|</th>" in page

@@ -340,7 +340,7 @@ def test_the_shipped_files_are_complete():
     result = models.check_shipped_files(Context())
     assert result.status == "ok"
     assert models.JUDGE_WEIGHTS == judge.DEFAULT_WEIGHTS
-    assert len(result.data["files"]) == 5
+    assert len(result.data["files"]) == 6  # model, inpainting UNet, judge, 2 LoRAs, 1 word
 
 
 def test_a_truncated_shipped_file_fails_with_the_restore_command(tmp_path, monkeypatch):

@@ -106,7 +106,8 @@ def format_editing_table(record):
         if not rows:
             continue
         extra = "changed" if task == "recolor" else "unmasked |delta|"
-        lines = ["| " + " | ".join(["method", "targets", "n", *columns, extra]) + " |",
+        header = extra.replace("|", "\\|")  # a pipe inside a cell is escaped in Markdown
+        lines = ["| " + " | ".join(["method", "targets", "n", *columns, header]) + " |",
                  "|---|---|---:|" + "---:|" * (len(columns) + 1)]
         for row in rows:
             cells = [row["method"], row["split"], str(row["count"]),

@@ -37,7 +37,9 @@ def print_wrapped(*values, sep=" ", width=PAGE_WIDTH):
 
 
 def _cells(line):
-    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+    """A table row's cells; ``\\|`` is a pipe inside a cell, as in Markdown."""
+    inner = line.strip().removeprefix("|").removesuffix("|").replace("\\|", "\0")
+    return [cell.strip().replace("\0", "|") for cell in inner.split("|")]
 
 
 def _inline(text):

@@ -24,7 +24,7 @@ from keras import ops
 
 from sdlib.sampling.lcm import LCMSampler
 from sdlib.sampling.schedule import add_noise
-from sdlib.training.diffusion import PrintEvery, cosine_schedule
+from sdlib.training.diffusion import PrintEvery, build_optimizer, cosine_schedule
 from sdlib.training.lora import UNET_TARGETS, copy_model, enable_lora, lora_modules
 
 HUBER_C = 0.001
@@ -175,6 +175,7 @@ def distill_lcm_lora(text_encoder, unet, latents, token_ids, empty_ids, schedule
     for variable, _ in frozen:
         variable.trainable = False
     try:
+        build_optimizer(distiller)  # the LoRA's variables only, now that the rest is frozen
         distiller.fit(data, epochs=1, verbose=0,
                       callbacks=[PrintEvery(log_every, "lcm"), *ema, *callbacks])
     finally:

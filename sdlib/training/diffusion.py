@@ -15,6 +15,8 @@ from keras import ops
 from sdlib.loading.build import build_models
 from sdlib.sampling.schedule import add_noise, alphas_cumprod
 
+_KEPT = []  # the last trainer of train_diffusion(keep_graph=True)
+
 
 class DiffusionTrainer(keras.Model):
     """Text encoder + UNet predicting the noise added to a latent. With ``"conditioning"`` in the
@@ -98,10 +100,42 @@ class PrintEvery(keras.callbacks.Callback):
                   f"({time.time() - self.start:.0f} s)", flush=True)
 
 
+class TabulatedSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning-rate schedule read from a table, one value per step (the last one after it).
+
+    Keras' optimizers ask for the learning rate once per variable (AdamW's weight decay), so a
+    schedule's formula is built into the training graph hundreds of times: with CosineDecay's
+    warmup and decay, 974 copies for mini-shapes' text encoder and UNet, 26 s of tracing and a
+    graph that took TensorFlow over two minutes and several GB to prepare. A table lookup is a
+    few ops. The table holds the schedule's own values, computed once."""
+
+    def __init__(self, values):
+        self.values = np.asarray(values, np.float32)
+        self.table = keras.Variable(self.values, trainable=False, name="learning_rate_table")
+
+    def __call__(self, step):
+        index = ops.minimum(ops.cast(step, "int32"), len(self.values) - 1)
+        return ops.take(self.table, index)
+
+    def get_config(self):
+        return {"values": self.values.tolist()}
+
+
+def build_optimizer(model):
+    """Create the compiled ``model``'s optimizer variables before ``fit``. Keras' TensorFlow
+    trainer otherwise creates them inside the first trace of the train step, and TensorFlow then
+    traces the step a second time; for mini-shapes' text encoder and UNet one trace is most of a
+    minute on 2 cores. Call it once the trainable flags are final."""
+    model.optimizer.build(model.trainable_variables)
+
+
 def cosine_schedule(peak, steps, warmup):
-    return keras.optimizers.schedules.CosineDecay(
+    """Linear warmup from 0 to ``peak`` over ``warmup`` steps, then cosine decay to 5% of it
+    (Keras' ``CosineDecay``, tabulated: see ``TabulatedSchedule``)."""
+    schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(steps - warmup, 1), warmup_target=peak, warmup_steps=warmup,
         alpha=0.05)
+    return TabulatedSchedule([ops.convert_to_numpy(schedule(step)) for step in range(steps + 1)])
 
 
 class StopAfter(keras.callbacks.Callback):
@@ -121,8 +155,9 @@ def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler
                     batch_size=64, learning_rate=8e-4, seed=0, log_every=200, ema_momentum=0.999,
                     callbacks=(), jit_compile=True, conditioning=None, train_text_encoder=True,
                     warmup_steps=200, loss_weights=None, timestep_range=None,
-                    caption_dropout=0.1):
-    """Fit text encoder + UNet on scaled latents; ends with the EMA weights in place.
+                    caption_dropout=0.1, keep_graph=False):
+    """Fit text encoder + UNet on scaled latents; ends with the EMA weights in place
+    (``ema_momentum=None``: no EMA, the last weights; a smaller training graph).
 
     ``callbacks``: extra Keras callbacks (a notebook samples images every few hundred steps).
     ``conditioning`` (N, h, w, C_extra): what an inpainting UNet reads beside each latent.
@@ -132,6 +167,9 @@ def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler
     ``timestep_range`` (low, high): train on those timesteps only (default: all); the noisier
     ones decide layout and shape, the quieter ones detail. ``caption_dropout``: the share of
     examples trained with the empty caption, the unconditional model guidance steers from.
+    ``keep_graph=True`` keeps the trainer, and with it TensorFlow's training graph, alive until
+    the next such call: TensorFlow takes tens of seconds to free that graph (a notebook cell
+    would wait for it, a minute for chapter 7's), at the cost of its memory meanwhile.
     """
     keras.utils.set_random_seed(seed)
     was_trainable = text_encoder.trainable
@@ -143,12 +181,16 @@ def train_diffusion(text_encoder, unet, latents, token_ids, empty_ids, scheduler
                          conditioning=conditioning, loss_weights=loss_weights,
                          timestep_range=timestep_range, caption_dropout=caption_dropout)
     optimizer = keras.optimizers.AdamW(cosine_schedule(learning_rate, steps, warmup_steps),
-                                       weight_decay=1e-2, global_clipnorm=1.0, use_ema=True,
-                                       ema_momentum=ema_momentum)
+                                       weight_decay=1e-2, global_clipnorm=1.0,
+                                       use_ema=ema_momentum is not None,
+                                       ema_momentum=ema_momentum or 0.99)
     trainer.compile(optimizer=optimizer, loss="mse", jit_compile=jit_compile)
+    build_optimizer(trainer)
     trainer.fit(data, epochs=1, verbose=0,
                 callbacks=[PrintEvery(log_every, "diffusion"), *callbacks])
-    optimizer.finalize_variable_values(trainer.trainable_variables)  # swap in the EMA weights
+    _KEPT[:] = [trainer] if keep_graph else []
+    if ema_momentum is not None:
+        optimizer.finalize_variable_values(trainer.trainable_variables)  # the EMA weights
     if train_text_encoder is not None:
         text_encoder.trainable = was_trainable
     return text_encoder, unet
