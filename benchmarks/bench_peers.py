@@ -20,7 +20,14 @@ at ``--size``:
   DPMSolverMultistepScheduler).
 
 Time to an image of equal quality (sampler and steps from ``benchmarks/speed_quality.py``), 512^2,
-long rows timed once after the first call:
+long rows timed once after the first call. Four LCM steps at guidance 1 (one UNet pass a step; the
+speed of an LCM-LoRA's image: the weights are random here) against diffusers' LCMScheduler, and
+keras-cv's 50 DDIM steps (its only sampler; its own guidance 7.5):
+
+    python benchmarks/bench_peers.py --size 512 --components pipeline --sampler lcm --steps 4 \
+        --guidance 1 --kerascv-steps 50 --warmups 0 --repeats 1 \
+        --modes "sdlib:Mixed precision" sdlib:Standard "keras-cv:Mixed precision" \
+        "diffusers:eager bfloat16" "diffusers:eager float32"
 
     python benchmarks/bench_peers.py --size 512 --components pipeline --sampler ddim --steps 8 \
         --diffusers-sampler dpmpp_2m --kerascv-steps 50 --warmups 0 --repeats 1 \
@@ -28,7 +35,19 @@ long rows timed once after the first call:
         "diffusers:eager bfloat16"
 
 "cold" is import + build + first call. Every library creates the weights of the timed component only
-(all three for ``pipeline`` rows).
+(all three for ``pipeline`` rows). ``--repeats 0`` times the first call only (a cold row).
+
+Cold start as users meet it, the same work for all (``--steps`` DDIM steps, one image), each library
+in the modes it offers (sdlib's ``auto`` is what ``from_preset`` / ``from_pretrained`` pick):
+
+    python benchmarks/bench_peers.py --size 512 --components pipeline --steps 5 --repeats 0 \
+        --weights random                      # sdlib: from_preset("sd-v1-5", load_weights=False)
+    python benchmarks/bench_peers.py ... --weights disk     # each loads its own files from disk
+
+``--weights disk``: sdlib and diffusers ``from_pretrained`` the same fp16 diffusers folder, keras-cv
+builds its models and loads its own float32 ``.h5`` files through ``keras.utils.get_file`` with
+their SHA-256, as it loads its downloads from the Keras cache (the hash check included). The files
+hold random weights, written once (not timed) under ``--checkpoint-dir``.
 
 A matmul peak (4096^2, float32 and bfloat16, TensorFlow and torch) is measured in the same run;
 GFLOP/s uses FLOP counts of the diffusers models (``FLOPS`` below). The table gives each row's ratio
@@ -62,14 +81,22 @@ FLOPS = {
 
 # (library, mode) -> how to build it. "mixed" is bfloat16 on CPU (float16 on GPU); sdlib
 # keeps its weights in that type too (``sdlib.device.inference_policy``), diffusers'
-# bfloat16 row does the same.
+# bfloat16 row does the same. sdlib's "auto" is its default: the mode measured fastest for
+# the model on this device (``sdlib.device.resolve_mode``), recorded in the row.
 MODES = {
     "sdlib": {"Standard": (False, "float32"), "Mixed precision": (False, "mixed"),
-              "XLA": (True, "float32"), "XLA + mixed precision": (True, "mixed")},
+              "XLA": (True, "float32"), "XLA + mixed precision": (True, "mixed"),
+              "auto": ("auto", "auto")},
     "keras-cv": {"Standard": (False, "float32"), "Mixed precision": (False, "mixed"),
                  "XLA": (True, "float32"), "XLA + mixed precision": (True, "mixed")},
     "diffusers": {"eager float32": (False, "float32"), "eager bfloat16": (False, "bfloat16")},
 }
+
+
+# keras-cv's weight files (its names; ``--weights disk`` writes random ones) and sdlib's folder.
+KERAS_CV_FILES = {"text_encoder": "kcv_encoder.h5", "diffusion_model": "kcv_diffusion_model.h5",
+                  "decoder": "kcv_decoder.h5"}
+DIFFUSERS_FOLDER = "sd-v1-5-random-fp16"
 
 
 def peak_rss_mb():
@@ -89,6 +116,8 @@ def time_calls(fn, repeats, warmups=1):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+    if not times:  # a cold row: the first call only
+        return {"first_s": first_s, "times": times}
     return {"first_s": first_s, "median_s": statistics.median(times), "min_s": min(times),
             "max_s": max(times), "times": times}
 
@@ -155,15 +184,25 @@ def run_sdlib(spec):
     from keras import ops
 
     import sdlib
-    from sdlib.device import inference_policy
-    from sdlib.loading.build import MODEL_NAMES
+    from sdlib import device, presets
     import_s = time.perf_counter() - start
     jit, precision = MODES["sdlib"][spec["mode"]]
-    dtype = "float32" if precision == "float32" else inference_policy()
+    dtype = {"float32": "float32", "mixed": device.inference_policy()}.get(precision, precision)
+    resolved = device.resolve_mode(jit, dtype, presets.sd15_configs()["unet"])
     size, component = spec["size"], spec["component"]
-    timed_parts = {"text": ["text_encoder"], "unet": ["unet"], "vae": ["vae"]}.get(
-        component, MODEL_NAMES)
-    pipe, build_s = build_sdlib(size, dtype, jit, timed_parts)
+    if component == "pipeline":  # what a user calls, build or load timed whole
+        start = time.perf_counter()
+        if spec.get("weights", "random") == "disk":
+            pipe = sdlib.StableDiffusion.from_pretrained(
+                str(Path(spec["checkpoint_dir"]) / DIFFUSERS_FOLDER), img_height=size,
+                img_width=size, jit_compile=jit, dtype=dtype)
+        else:
+            pipe = sdlib.StableDiffusion.from_preset("sd-v1-5", size, size, jit_compile=jit,
+                                                     dtype=dtype, load_weights=False)
+        build_s = time.perf_counter() - start
+    else:
+        timed_parts = {"text": ["text_encoder"], "unet": ["unet"], "vae": ["vae"]}[component]
+        pipe, build_s = build_sdlib(size, resolved.dtype, resolved.jit_compile, timed_parts)
     rng = np.random.default_rng(0)
     if component == "text":
         def call():
@@ -182,9 +221,10 @@ def run_sdlib(spec):
         def call():
             return pipe.text_to_image(PROMPT, batch_size=spec.get("batch_size", 1),
                                       num_steps=spec["steps"], sampler=spec["sampler"], seed=0,
-                                      verbose=False)
+                                      guidance_scale=spec.get("guidance", 7.5), verbose=False)
     return {"import_s": import_s, "build_s": build_s,
             **time_calls(call, spec["repeats"], spec.get("warmups", 1)),
+            "resolved_mode": {"jit_compile": resolved.jit_compile, "dtype": resolved.dtype},
             "library_version": sdlib.__version__,
             "keras": keras.__version__}
 
@@ -204,14 +244,27 @@ def run_kerascv(spec):
     from keras_cv.src.models.stable_diffusion.diffusion_model import DiffusionModel
     from keras_cv.src.models.stable_diffusion.text_encoder import TextEncoder
     import_s = time.perf_counter() - start
+    from_disk = spec.get("weights", "random") == "disk"
+    if from_disk:
+        folder = Path(spec["checkpoint_dir"]) / "keras-cv"
+        hashes = json.loads((folder / "sha256.json").read_text())
 
     class RandomWeights(keras_cv.models.StableDiffusion):
-        """keras-cv's own StableDiffusion, with its models built without downloading weights."""
+        """keras-cv's own StableDiffusion, with its models built without downloading weights
+        (``--weights disk``: then loaded from local files, as keras-cv loads its downloads)."""
 
         def _lazy(self, attribute, build):
             """Build on first use and compile with XLA when asked, as keras-cv's properties do."""
             if getattr(self, attribute) is None:
                 model = build()
+                if from_disk:  # keras-cv's own two lines: get_file (a cached file: its
+                    # SHA-256 checked, nothing downloaded), then load_weights
+                    name = KERAS_CV_FILES[attribute[1:]]
+                    path = keras.utils.get_file(
+                        name, origin=f"https://huggingface.co/fchollet/stable-diffusion/{name}",
+                        file_hash=hashes[name], cache_dir=str(folder.parent),
+                        cache_subdir=folder.name)
+                    model.load_weights(path)
                 if self.jit_compile:
                     model.compile(jit_compile=True)
                 setattr(self, attribute, model)
@@ -279,6 +332,67 @@ def run_kerascv(spec):
             "library_version": keras_cv.__version__, "keras": keras.__version__}
 
 
+def write_kerascv_files(spec):
+    """keras-cv's three models with their own random initialisation, saved as its float32
+    ``.h5`` files (legacy HDF5, the format of its downloads), with their SHA-256."""
+    import hashlib
+
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+    from keras_cv.src.models.stable_diffusion.decoder import Decoder
+    from keras_cv.src.models.stable_diffusion.diffusion_model import DiffusionModel
+    from keras_cv.src.models.stable_diffusion.text_encoder import TextEncoder
+
+    folder = Path(spec["checkpoint_dir"]) / "keras-cv"
+    folder.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(0)
+    size = spec["size"]
+    models = {"text_encoder": lambda: TextEncoder(77, download_weights=False),
+              "diffusion_model": lambda: DiffusionModel(size, size, 77, download_weights=False),
+              "decoder": lambda: Decoder(size, size, download_weights=False)}
+    hashes = {}
+    for part, build in models.items():
+        path = folder / KERAS_CV_FILES[part]
+        model = build()
+        with h5py.File(path, "w") as handle:
+            legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+        hashes[path.name] = digest.hexdigest()
+        del model
+    (folder / "sha256.json").write_text(json.dumps(hashes, indent=1) + "\n")
+    return {"written": sorted(hashes)}
+
+
+def write_sdlib_folder(spec):
+    """SD v1.5 with sdlib's seeded random weights, saved as a float16 diffusers folder (the
+    hub's fp16 files): what sdlib and diffusers ``from_pretrained`` in ``--weights disk`` rows."""
+    import sdlib
+
+    pipe = sdlib.StableDiffusion.from_preset("sd-v1-5", spec["size"], spec["size"],
+                                             jit_compile=False, dtype="float32",
+                                             load_weights=False)
+    pipe.save_pretrained(Path(spec["checkpoint_dir"]) / DIFFUSERS_FOLDER, dtype="float16")
+    return {"written": [DIFFUSERS_FOLDER]}
+
+
+def ensure_checkpoints(folder, timeout):
+    """Write the ``--weights disk`` files once (not timed): each library's own writer."""
+    for library, done in (("sdlib files", Path(folder) / DIFFUSERS_FOLDER / "model_index.json"),
+                          ("keras-cv files", Path(folder) / "keras-cv" / "sha256.json")):
+        if done.exists():
+            continue
+        print(f"writing {library.split()[0]}'s random checkpoint under {folder} (once, not timed)",
+              flush=True)
+        result = run_in_subprocess({"library": library, "checkpoint_dir": str(folder),
+                                    "size": 512}, sys.executable, timeout)  # as the hub's files
+        if "error" in result:
+            raise SystemExit(f"could not write {library}: {result['error']}")
+
+
 def run_diffusers(spec):
     start = time.perf_counter()
     import diffusers
@@ -296,6 +410,19 @@ def run_diffusers(spec):
     torch.manual_seed(0)
     start = time.perf_counter()
     configs = json.loads((Path(__file__).parent / "sd15_configs.json").read_text())
+    schedulers = {"ddim": diffusers.DDIMScheduler, "lcm": diffusers.LCMScheduler,
+                  "dpmpp_2m": diffusers.DPMSolverMultistepScheduler,
+                  "euler": diffusers.EulerDiscreteScheduler}
+    if component == "pipeline" and spec.get("weights", "random") == "disk":
+        # what a Colab user runs: from_pretrained of a local folder (fp16 files, as the hub's)
+        pipe = diffusers.StableDiffusionPipeline.from_pretrained(
+            str(Path(spec["checkpoint_dir"]) / DIFFUSERS_FOLDER), torch_dtype=dtype,
+            safety_checker=None, requires_safety_checker=False).to(device)
+        pipe.scheduler = schedulers[spec["sampler"]].from_config(pipe.scheduler.config)
+        build_s = time.perf_counter() - start
+        return {"import_s": import_s, "build_s": build_s,
+                **_time_diffusers_pipeline(pipe, spec, device, torch),
+                "library_version": diffusers.__version__, "torch": torch.__version__}
     parts = {}
     if component in ("text", "pipeline"):
         parts["text_encoder"] = transformers.CLIPTextModel(
@@ -324,20 +451,15 @@ def run_diffusers(spec):
         def call():
             return parts["vae"].decode(latent).sample
     else:
-        scheduler_class = {"ddim": diffusers.DDIMScheduler,
-                           "dpmpp_2m": diffusers.DPMSolverMultistepScheduler,
-                           "euler": diffusers.EulerDiscreteScheduler}[spec["sampler"]]
         tokenizer = transformers.CLIPTokenizer.from_pretrained(
             str(REPO_ROOT / "tests" / "fixtures" / "tiny-sd" / "tokenizer"))  # pads to 77 tokens
         pipe = diffusers.StableDiffusionPipeline(
-            scheduler=scheduler_class.from_config(configs["scheduler"]), tokenizer=tokenizer,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False, **parts)
-        pipe.set_progress_bar_config(disable=True)
-
-        def call():
-            return pipe(PROMPT, num_inference_steps=spec["steps"], height=size, width=size,
-                        num_images_per_prompt=spec.get("batch_size", 1),
-                        generator=torch.Generator().manual_seed(0), output_type="np").images
+            scheduler=schedulers[spec["sampler"]].from_config(configs["scheduler"]),
+            tokenizer=tokenizer, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False, **parts)
+        return {"import_s": import_s, "build_s": build_s,
+                **_time_diffusers_pipeline(pipe, spec, device, torch),
+                "library_version": diffusers.__version__, "torch": torch.__version__}
 
     def synced():
         with torch.inference_mode():
@@ -349,6 +471,25 @@ def run_diffusers(spec):
     return {"import_s": import_s, "build_s": build_s,
             **time_calls(synced, spec["repeats"], spec.get("warmups", 1)),
             "library_version": diffusers.__version__, "torch": torch.__version__}
+
+
+def _time_diffusers_pipeline(pipe, spec, device, torch):
+    """``StableDiffusionPipeline.__call__`` timed as the other rows are (guidance <= 1: diffusers
+    runs no unconditional pass)."""
+    pipe.set_progress_bar_config(disable=True)
+    size = spec["size"]
+
+    def call():
+        with torch.inference_mode():
+            images = pipe(PROMPT, num_inference_steps=spec["steps"], height=size, width=size,
+                          guidance_scale=spec.get("guidance", 7.5),
+                          num_images_per_prompt=spec.get("batch_size", 1),
+                          generator=torch.Generator().manual_seed(0), output_type="np").images
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return images
+
+    return time_calls(call, spec["repeats"], spec.get("warmups", 1))
 
 
 def run_peak(spec):
@@ -376,7 +517,8 @@ def run_peak(spec):
 
 
 WORKERS = {"sdlib": run_sdlib, "keras-cv": run_kerascv, "diffusers": run_diffusers,
-           "peak": run_peak}
+           "peak": run_peak, "keras-cv files": write_kerascv_files,
+           "sdlib files": write_sdlib_folder}
 
 
 def worker_main(spec):
@@ -389,7 +531,7 @@ def worker_main(spec):
 
 
 def run_in_subprocess(spec, python, timeout):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", HF_HUB_OFFLINE="1")  # local files only
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     start = time.perf_counter()
     try:
@@ -419,10 +561,20 @@ def main():
                         help="pipeline rows: keras-cv's DDIM steps (default --steps)")
     parser.add_argument("--batch-size", type=int, default=1, help="pipeline rows: images per call")
     parser.add_argument("--warmups", type=int, default=1, help="untimed calls after the first")
-    parser.add_argument("--sampler", default="ddim", choices=["ddim", "euler", "dpmpp_2m"])
-    parser.add_argument("--diffusers-sampler", default=None, choices=["ddim", "euler", "dpmpp_2m"],
+    samplers = ["ddim", "euler", "dpmpp_2m", "lcm"]
+    parser.add_argument("--sampler", default="ddim", choices=samplers)
+    parser.add_argument("--diffusers-sampler", default=None, choices=samplers,
                         help="pipeline rows: diffusers' scheduler (default --sampler)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--guidance", type=float, default=7.5,
+                        help="pipeline rows of sdlib and diffusers: the guidance scale (<= 1: no "
+                             "unconditional pass); keras-cv keeps its own 7.5")
+    parser.add_argument("--weights", default="random", choices=["random", "disk"],
+                        help="pipeline rows: random weights built in memory, or each library "
+                             "loading its own files from disk (written once, random)")
+    parser.add_argument("--checkpoint-dir", default=str(Path.home() / ".cache" / "sdlib-bench"),
+                        help="where --weights disk files live (about 6 GB; default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed calls after the warm-ups; 0: the first call only (cold)")
     parser.add_argument("--torch-python", default=sys.executable,
                         help="interpreter with torch + diffusers (default: this one)")
     parser.add_argument("--timeout", type=int, default=1800)
@@ -431,6 +583,10 @@ def main():
     args = parser.parse_args()
     if args.worker:
         return worker_main(json.loads(args.worker))
+    if args.weights == "disk":
+        if args.components != ["pipeline"]:
+            parser.error("--weights disk times whole pipelines: use --components pipeline")
+        ensure_checkpoints(args.checkpoint_dir, args.timeout)
 
     peaks = {}
     for framework, python in (("tensorflow", sys.executable), ("torch", args.torch_python)):
@@ -451,13 +607,16 @@ def main():
                         "sampler": (args.diffusers_sampler or args.sampler)
                         if library == "diffusers" else args.sampler,
                         "repeats": args.repeats, "warmups": args.warmups,
-                        "batch_size": args.batch_size,
+                        "batch_size": args.batch_size, "guidance": args.guidance,
+                        "weights": args.weights, "checkpoint_dir": args.checkpoint_dir,
                         "kerascv_steps": args.kerascv_steps or args.steps}
                 python = args.torch_python if library == "diffusers" else sys.executable
                 row = run_in_subprocess(spec, python, args.timeout)
                 rows.append(row)
+                warm = f"warm {row['median_s']:.3f} s, " if "median_s" in row else ""
                 status = row.get("error", "").strip().splitlines()[-1:] or [
-                    f"warm {row['median_s']:.3f} s, first {row['first_s']:.2f} s"]
+                    f"{warm}first {row['first_s']:.2f} s, "
+                    f"cold {row['import_s'] + row['build_s'] + row['first_s']:.1f} s"]
                 print(f"{component:8} {library:9} {mode:22} {status[0]}", flush=True)
     # The orchestrator imports sdlib only here: the workers run in environments that may lack it.
     from sdlib import device
@@ -468,9 +627,10 @@ def main():
               "size": args.size, "device": device.describe().description(),
               "python": platform.python_version(),
               "command": archived_command(sys.argv, args.torch_python), "peaks_gflops": peaks,
-              "flops_gflop": {f"{c}@{s}": v for (c, s), v in FLOPS.items()}, "rows": rows}
+              "flops_gflop": {f"{c}@{s}": v for (c, s), v in FLOPS.items()},
+              "rows": [{k: v for k, v in row.items() if k != "checkpoint_dir"} for row in rows]}
     print()
-    print(archive.format_peers_table(rows, peaks, record["flops_gflop"]))
+    print(archive.format_peers_table(record["rows"], peaks, record["flops_gflop"]))
     out = (archive.write(record, Path(args.out).name, Path(args.out).parent) if args.out else
            archive.write(record, f"peers-{args.size}-{date:%Y-%m-%d}.json"))
     print(f"\nwrote {out}")

@@ -31,6 +31,10 @@ class CompiledFunction:
             # autograph=False: the compiled functions hold no Python control flow on tensors (loops
             # are ops.fori_loop), and skipping autograph's source conversion cuts tracing by ~20%.
             function = tf.function(traced, jit_compile=jit_compile, autograph=False)
+            # One trace per input shape is the design (trace_count is tested): TensorFlow's
+            # "N out of the last M calls triggered retracing" heuristic would only warn a reader
+            # of a chapter that decodes batches of several sizes.
+            function._omit_frequent_tracing_warning = True
             self.tf_function = function  # for inspection: its traced graph, its size
             options = inference_call_options()
 

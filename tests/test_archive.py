@@ -49,6 +49,37 @@ def test_pipeline_rows_name_their_sampler_and_steps():
     assert archive.mode_label(kerascv_row) == "Standard, ddim 50 steps x 1"
 
 
+def pipeline_row(library, mode, median, weights="random", **extra):
+    return {**row(library, mode, median, component="pipeline"), "sampler": "lcm", "steps": 4,
+            "kerascv_steps": 50, "guidance": 1.0, "weights": weights, **extra}
+
+
+def test_pipeline_tables_compare_sdlib_with_each_peer_on_the_same_weights_path():
+    rows = [pipeline_row("sdlib", "Mixed precision", 10.0),
+            pipeline_row("diffusers", "eager bfloat16", 20.0),
+            pipeline_row("diffusers", "eager float32", 40.0),
+            pipeline_row("keras-cv", "Mixed precision", 100.0),
+            # a cold-only row from disk: no warm time; its peers are the disk rows only
+            {**pipeline_row("sdlib", "auto", 10.0, weights="disk",
+                            resolved_mode={"jit_compile": False, "dtype": "bfloat16"}),
+             "median_s": None},
+            pipeline_row("keras-cv", "Standard", 50.0, weights="disk")]
+    del rows[4]["median_s"]
+    lines = archive.format_pipeline_table(rows).splitlines()
+    assert lines[0].startswith("| library | mode | weights | warm s | cold s | warm vs diffusers |")
+    cells = [cell.strip() for cell in lines[2].split("|")[1:-1]]
+    # cold = import 1 + build 3 + first 2 x median
+    assert cells[3:9] == ["10.00", "24.0", "0.50x", f"{24 / 44:.2f}x", "0.10x", f"{24 / 204:.2f}x"]
+    assert "guidance 1" in cells[1] and "lcm 4 steps" in cells[1]
+    keras_cv = [cell.strip() for cell in lines[5].split("|")[1:-1]]
+    assert keras_cv[1] == "Mixed precision, ddim 50 steps x 1"  # its own guidance, 7.5
+    disk = [cell.strip() for cell in lines[6].split("|")[1:-1]]
+    assert disk[1].startswith("auto, lcm 4 steps x 1 (bfloat16)")
+    # no diffusers row from disk: "-"; keras-cv's disk row: cold 1 + 3 + 100 = 104
+    assert disk[3:9] == ["-", "24.0", "-", "-", "-", f"{24 / 104:.2f}x"]
+    assert archive.format_peers_table(rows, {}, FLOPS) == archive.format_pipeline_table(rows)
+
+
 def test_the_archive_ships_with_the_package_and_every_record_has_its_provenance():
     assert archive.RESULTS.is_dir()
     peers = archive.records("peers")

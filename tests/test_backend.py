@@ -46,3 +46,15 @@ def test_options_are_restored_when_the_call_fails():
     with pytest.raises(ValueError, match="bad input"):
         backend.CompiledFunction(fails, models=[], jit_compile=False)(np.ones(3, "float32"))
     assert _current_rewrite_options() == before
+
+
+def test_one_trace_per_shape_raises_no_retracing_warning(caplog):
+    import logging
+
+    compiled = backend.CompiledFunction(lambda x: x + 1, models=[], jit_compile=False)
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        for size in range(1, 9):  # eight shapes: TensorFlow's heuristic warns after five
+            for _ in range(2):
+                compiled(np.ones(size, "float32"))
+    assert compiled.trace_count == 8
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]

@@ -124,6 +124,41 @@ def test_nan_weights_are_refused(folder):
         load(folder)
 
 
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_non_finite_float16_weights_are_refused(folder, value):
+    def poison(state):
+        for key in state:
+            state[key] = state[key].astype(np.float16)
+        state["conv_out.weight"][0, 0, 0, 0] = value
+
+    _edit_unet(folder, poison)
+    with pytest.raises(CheckpointError, match="conv_out.weight of the unet holds NaN or inf"):
+        load(folder)
+
+
+def test_float32_weights_that_overflow_float16_are_refused_in_float16(folder):
+    def big(state):
+        state["conv_out.bias"] = np.full(4, 1e5, np.float32)  # float16 stops at 65504
+
+    _edit_unet(folder, big)
+    load(folder)  # float32: fine
+    with pytest.raises(CheckpointError, match="conv_out.bias of the unet holds NaN or inf as "
+                                              "float16"):
+        load(folder, dtype="float16")
+
+
+def test_the_mapped_reader_reads_what_safetensors_reads(folder):
+    path = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    state = {**load_file(path), "half": np.arange(6, dtype=np.float16).reshape(2, 3),
+             "ids": np.arange(5, dtype=np.int64), "flag": np.array([True, False])}
+    save_file(state, path)
+    mapped = read_safetensors(path, mapped=True)
+    assert mapped.keys() == state.keys()
+    for key, value in state.items():
+        assert mapped[key].dtype == value.dtype and np.array_equal(mapped[key], value), key
+        assert not mapped[key].flags.writeable  # views of the file, never written
+
+
 def test_config_that_does_not_match_the_weights(folder):
     config_path = folder / "unet" / "config.json"
     config = json.loads(config_path.read_text())

@@ -49,12 +49,71 @@ def mode_label(row):
     keras_cv = row["library"] == "keras-cv"
     sampler = "ddim" if keras_cv else row["sampler"]
     steps = row.get("kerascv_steps", row["steps"]) if keras_cv else row["steps"]
-    return f"{row['mode']}, {sampler} {steps} steps x {row.get('batch_size', 1)}"
+    guidance = 7.5 if keras_cv else row.get("guidance", 7.5)
+    label = f"{row['mode']}, {sampler} {steps} steps x {row.get('batch_size', 1)}"
+    if "resolved_mode" in row and row["mode"] == "auto":  # what "auto" picked
+        resolved = row["resolved_mode"]
+        label += f" ({resolved['dtype']}{', XLA' if resolved['jit_compile'] else ''})"
+    return label + (f", guidance {guidance:g}" if guidance != 7.5 else "")
+
+
+def cold_s(row):
+    """Cold start: import + build (or load) + first call, seconds."""
+    return row["import_s"] + row["build_s"] + row["first_s"]
 
 
 def format_peers_table(rows, peaks, flops):
     """Markdown: per component, each row's warm median, first call, cold start (import + build +
-    first call), ratio to the best peer row, GFLOP/s, share of the device's peak, peak RSS."""
+    first call), ratio to the best peer row, GFLOP/s, share of the device's peak, peak RSS.
+    Whole-pipeline rows get their own table (:func:`format_pipeline_table`)."""
+    pipeline = [row for row in rows if row["component"] == "pipeline"]
+    parts = [row for row in rows if row["component"] != "pipeline"]
+    tables = [format_component_table(parts, peaks, flops)] if parts else []
+    if pipeline:
+        tables.append(format_pipeline_table(pipeline))
+    return "\n\n".join(tables)
+
+
+def format_pipeline_table(rows):
+    """Markdown: whole ``text_to_image`` rows, warm (a call after the first; "-" for a cold-only
+    row) and cold seconds, and for sdlib's rows the ratios to the fastest row of each peer
+    library with the same weights path (random or from disk)."""
+    peers = sorted({row["library"] for row in rows if row["library"] != "sdlib"})
+    lines = ["| library | mode | weights | warm s | cold s | "
+             + " | ".join(f"warm vs {peer} | cold vs {peer}" for peer in peers) + " | RSS MiB |",
+             "|---|---|---|---:|---:|" + "---:|" * (2 * len(peers)) + "---:|"]
+
+    def fastest(peer, weights, key):
+        times = [key(row) for row in rows if row["library"] == peer and "error" not in row
+                 and row.get("weights", "random") == weights and key(row) is not None]
+        return min(times, default=None)
+
+    def ratio(value, best):
+        return f"{value / best:.2f}x" if value is not None and best else "-"
+
+    for row in rows:
+        weights = row.get("weights", "random")
+        if "error" in row:
+            lines.append(f"| {row['library']} | {mode_label(row)} | {weights} | failed: "
+                         f"{row['error'].strip().splitlines()[-1][:80]} |"
+                         + " |" * (2 * len(peers) + 2))
+            continue
+        warm = row.get("median_s")
+        cells = []
+        for peer in peers:
+            if row["library"] != "sdlib":
+                cells += ["-", "-"]
+                continue
+            cells.append(ratio(warm, fastest(peer, weights, lambda r: r.get("median_s"))))
+            cells.append(ratio(cold_s(row), fastest(peer, weights, cold_s)))
+        lines.append(f"| {row['library']} | {mode_label(row)} | {weights} | "
+                     f"{'-' if warm is None else f'{warm:.2f}'} | {cold_s(row):.1f} | "
+                     + " | ".join(cells) + f" | {row['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def format_component_table(rows, peaks, flops):
+    """Markdown: :func:`format_peers_table`'s table of components (text, UNet, VAE)."""
     lines = ["| component | library | mode | warm s | first s | cold s | vs best peer | GFLOP/s |"
              " % peak | RSS MiB |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -70,7 +129,7 @@ def format_peers_table(rows, peaks, flops):
                 lines.append(f"| {component} | {row['library']} | {row['mode']} | failed: "
                              f"{row['error'].strip().splitlines()[-1][:80]} | | | | | | |")
                 continue
-            cold = row["import_s"] + row["build_s"] + row["first_s"]
+            cold = cold_s(row)
             ratio = f"{row['median_s'] / best_peer:.2f}x" if best_peer else "-"
             rate = gflops(row, flops)
             half = "mixed" in row["mode"].lower() or "bfloat16" in row["mode"]

@@ -33,8 +33,8 @@ class Checkpoint:
             return load_folder(self.path, self.configs, dtype=dtype, variant=self.variant)
         if self.kind == "sdlib file":
             return load_sdlib_file(self.path, self.configs, dtype=dtype)
-        return load_single_file(self.path, read_safetensors(self.path), self.configs, dtype=dtype,
-                                config_path=self.config_path)
+        return load_single_file(self.path, read_safetensors(self.path, mapped=True), self.configs,
+                                dtype=dtype, config_path=self.config_path)
 
 
 def open_checkpoint(path_or_repo_id, variant=None, token=None, config_path=None) -> Checkpoint:

@@ -93,7 +93,7 @@ def load_folder(folder, configs, dtype="float32", variant=None):
     models = build_models(configs, dtype=dtype)
     for component in MODEL_NAMES:
         path = weights_path(folder, component, variant)
-        state = read_weights(path)
+        state = read_weights(path, mapped=True)  # each tensor is converted once
         if component == "text_encoder":
             state = strip_text_model_prefix(state)
         load_state_dict(models[component], state, component, source=path)

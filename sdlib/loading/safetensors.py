@@ -6,9 +6,12 @@ download says so instead of failing somewhere inside the reader.
 """
 
 import json
+import mmap
 import os
 import struct
 
+import ml_dtypes
+import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
@@ -90,26 +93,65 @@ def read_metadata(path) -> dict:
     return read_header(path).get("__metadata__") or {}
 
 
-def read_safetensors(path) -> dict:
-    """Every tensor of a .safetensors file as numpy (fp32, fp16 and bf16 alike), without torch."""
+# safetensors dtype names -> numpy, for the memory-mapped reader
+NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16,
+                "BF16": ml_dtypes.bfloat16, "I64": np.int64, "I32": np.int32, "I16": np.int16,
+                "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def read_safetensors(path, mapped=False) -> dict:
+    """Every tensor of a .safetensors file as numpy (fp32, fp16 and bf16 alike), without torch.
+
+    ``mapped=True``: read-only arrays over the file mapped in memory instead of copies, for a
+    caller that converts each tensor once (loading a model): nothing is read twice, and a 2 GB
+    file costs no 2 GB of copies."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No checkpoint file at {path}.")
     refuse_pickle(path)
-    _check_header(path)
+    header = _check_header(path)
+    if mapped:
+        return _mapped_tensors(path, header)
     try:
         return load_file(path)
     except (SafetensorError, ValueError, OSError) as error:
         raise CheckpointError(f"Could not read {path} as safetensors: {error}") from None
 
 
-def read_weights(path) -> dict:
-    """One safetensors file, or the shards its ``<path>.index.json`` lists (large files)."""
+def _mapped_tensors(path, header):
+    """``header``'s tensors as read-only numpy views of the mapped file (checked header)."""
+    with open(path, "rb") as handle:
+        (header_length,) = struct.unpack("<Q", handle.read(8))
+        if os.path.getsize(path) == 8 + header_length:  # no tensor data: nothing to map
+            return {key: np.zeros(info["shape"], NUMPY_DTYPES[info["dtype"]])
+                    for key, info in header.items() if key != "__metadata__"}
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    tensors = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        if info.get("dtype") not in NUMPY_DTYPES:
+            raise CheckpointError(f"{path}: tensor {key} has dtype {info.get('dtype')!r}, which "
+                                  f"sdlib does not read (it reads {', '.join(NUMPY_DTYPES)}).")
+        dtype = np.dtype(NUMPY_DTYPES[info["dtype"]])
+        start, end = info["data_offsets"]
+        count = int(np.prod(info["shape"], dtype=np.int64))
+        if end - start != count * dtype.itemsize:
+            raise CheckpointError(f"{path}: tensor {key} has {end - start} bytes for shape "
+                                  f"{info['shape']} of {info['dtype']}; the file is corrupted.")
+        tensors[key] = np.frombuffer(mapped, dtype, count,
+                                     8 + header_length + start).reshape(info["shape"])
+    return tensors
+
+
+def read_weights(path, mapped=False) -> dict:
+    """One safetensors file, or the shards its ``<path>.index.json`` lists (large files);
+    ``mapped`` as in :func:`read_safetensors`."""
     path = os.fspath(path)
     if os.path.isfile(path):
-        return read_safetensors(path)
+        return read_safetensors(path, mapped)
     index = read_json(path + ".index.json", "the shard index")
     state = {}
     for shard in sorted(set(index.get("weight_map", {}).values())):
-        state.update(read_safetensors(os.path.join(os.path.dirname(path), shard)))
+        state.update(read_safetensors(os.path.join(os.path.dirname(path), shard), mapped))
     return state
