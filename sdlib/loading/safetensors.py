@@ -10,7 +10,7 @@ import mmap
 import os
 import struct
 
-import ml_dtypes
+import ml_dtypes  # bfloat16 for numpy: a dependency of Keras itself
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
