@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import threading
+import warnings
 
 from sdlib.batch.model import ModelSpec
 from sdlib.batch.render import limit_threads, render
@@ -36,6 +37,9 @@ def quiet_ray_logs():
     """Set ``QUIET_LOGGERS``' levels; before Ray's modules are imported, as some log then."""
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    # Ray Data imports tqdm.auto where tqdm is installed, and in a notebook without ipywidgets
+    # tqdm warns that its widget is missing, though Ray's bars are off (above).
+    warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
 
 
 def ray_available():
