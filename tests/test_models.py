@@ -1,5 +1,6 @@
 """The three models' configs round-trip through Keras: get_config / from_config, serialization, and
-a whole ``.keras`` file; the configs read dicts the way diffusers' config files need."""
+a whole ``.keras`` file; the configs read dicts the way diffusers' config files need; seeded random
+weights are the same however many threads draw them."""
 
 import dataclasses
 
@@ -62,3 +63,20 @@ def test_a_model_is_built_from_its_config_class_not_a_dict():
         UNet(dataclasses.asdict(UNetConfig()))
     assert isinstance(CLIPTextEncoder.config_class(), TextEncoderConfig)
     assert AutoencoderKL.config_class is VAEConfig
+
+
+def test_random_weights_are_seeded_the_same_on_one_thread_or_many(monkeypatch):
+    from sdlib.loading import build
+
+    configs = presets.tiny_configs()
+    many = build.random_components(configs, with_weights=("unet",)).unet
+    monkeypatch.setattr(build.os, "cpu_count", lambda: 1)  # the pool's size
+    one = build.random_components(configs, with_weights=("unet",)).unet
+    other = build.build_models(configs, with_weights=("unet",))["unet"]
+    build.randomize(other, seed=7)
+    for a, b, c in zip(many.weights, one.weights, other.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert not np.array_equal(np.asarray(a), np.asarray(c)), a.path
+    kernel = next(w for w in many.weights if w.path.endswith("kernel") and w.ndim == 4)
+    fan_in = int(np.prod(kernel.shape[:-1]))
+    assert abs(np.std(np.asarray(kernel)) * np.sqrt(fan_in) - 1.0) < 0.1

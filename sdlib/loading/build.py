@@ -9,6 +9,8 @@ values, the same on every backend.
 import contextlib
 import dataclasses
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -87,29 +89,39 @@ def default_tokenizer(text_config):
 
 
 def randomize(model, seed):
-    """Seeded random weights, identical on every backend: kernels of variance 1/fan_in, norms near
-    1. Uniform draws of the same variance rather than normal ones: float32 uniforms cost ~4 ns each
-    against ~44 for float64 normals, which made SD v1.5's 1.07 B random weights take ~30 s."""
-    rng = np.random.default_rng(seed)
+    """Seeded random weights, identical on every backend and for any number of threads: kernels of
+    variance 1/fan_in, norms near 1. Uniform draws of the same variance rather than normal ones:
+    float32 uniforms cost ~4 ns each against ~44 for float64 normals, which made SD v1.5's 1.07 B
+    random weights take ~30 s. Each weight has its own stream (``SeedSequence(seed).spawn``), so
+    the draws run on threads (numpy's generators release the GIL while they fill an array)."""
+    weights = list(model.weights)
+    streams = np.random.SeedSequence(seed).spawn(len(weights))
 
-    def noise(shape, std):  # zero mean, standard deviation ``std``, float32
-        values = rng.random(shape, dtype=np.float32)
-        values -= 0.5
-        values *= np.float32(std * math.sqrt(12.0))  # U(-1/2, 1/2) has variance 1/12
-        return values
-
-    for variable in model.weights:
+    def fill(variable, stream):
+        rng = np.random.default_rng(stream)
         shape = tuple(variable.shape)
         name = variable.path.rsplit("/", 1)[-1]
         if name == "gamma":
-            value = noise(shape, 0.1)
+            value = _uniform(rng, shape, 0.1)
             value += 1.0
         elif name in ("beta", "bias"):
-            value = noise(shape, 0.02)
+            value = _uniform(rng, shape, 0.02)
         else:
             fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-            value = noise(shape, 0.5 if name == "embeddings" else 1.0 / math.sqrt(max(fan_in, 1)))
+            std = 0.5 if name == "embeddings" else 1.0 / math.sqrt(max(fan_in, 1))
+            value = _uniform(rng, shape, std)
         variable.assign(value if variable.dtype == "float32" else value.astype(variable.dtype))
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        list(pool.map(fill, weights, streams))
+
+
+def _uniform(rng, shape, std):
+    """Zero-mean uniform float32 values of standard deviation ``std``."""
+    values = rng.random(shape, dtype=np.float32)
+    values -= 0.5
+    values *= np.float32(std * math.sqrt(12.0))  # U(-1/2, 1/2) has variance 1/12
+    return values
 
 
 def random_components(configs, dtype="float32", with_weights=MODEL_NAMES):
